@@ -1,0 +1,213 @@
+"""Typed, validated view of `params.yaml`, the file `dvc exp run` composes from `conf/`.
+
+Stages read `params.yaml` and never `conf/`: a stage that composed `conf/` itself would not see
+`dvc exp run -S` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from embedtune.errors import EmbedtuneError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # file name under data/raw/<split>/
+    url: str | None = None  # http(s)://, file:// or a local path
+    sha256: str | None = None  # pinned hash; the download fails when it differs
+    pydoc_topics: list[str] | None = None  # render these Python reference topics into a PDF
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: list[Source]
+    validation: list[Source]
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    chunk_size: int = 512
+    chunk_overlap: int = 32
+    extensions: list[str] = field(default_factory=lambda: [".pdf"])
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    backend: Literal["transformers"] = "transformers"
+    model: str = ""
+    gguf_file: str | None = None
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = 8
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    max_input_tokens: int = 1024
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    num_questions: int = 2
+    prompt: str = ""
+    max_chunks: int | None = None
+    min_question_chars: int = 12
+    max_question_chars: int = 300
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str = ""
+    batch_size: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    query_prefix: str = ""
+    document_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Literal["adapter_linear"] = "adapter_linear"
+    bias: bool = True
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 0.01
+    weight_decay: float = 0.01
+    epochs: int = 4
+    batch_size: int = 10
+    scale: float = 20.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    data: DataConfig
+    chunk: ChunkConfig
+    llm: LLMConfig
+    synth: SynthConfig
+    embed: EmbedConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read `params.yaml` into `Params`; a missing or bad value raises one clear `EmbedtuneError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedtuneError(
+            f"{path} not found: run `dvc exp run` (it composes params.yaml from conf/), "
+            "or `dvc exp run -S experiment=cpu` on a machine without a GPU"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise EmbedtuneError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
+    params = _build(Params, raw, "", path)
+    validate(params, path)
+    return params
+
+
+def _build(cls: type, raw: Any, prefix: str, path: Path) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and scalar types, naming the bad key."""
+    if not isinstance(raw, dict):
+        raise EmbedtuneError(f"{path}: {prefix or 'top level'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise EmbedtuneError(f"{path}: unknown key {prefix}{unknown[0]} (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if no_default:
+                raise EmbedtuneError(f"{path}: missing key {key}")
+            continue
+        values[name] = _coerce(hints[name], raw[name], key, path)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, path: Path) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key, path)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise EmbedtuneError(f"{path}: {key} must be one of {choices}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise EmbedtuneError(f"{path}: {key} must be a list, got {value!r}")
+        (inner,) = args
+        return [_coerce(inner, v, f"{key}[{i}]", path) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", path)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+        raise EmbedtuneError(f"{path}: {key} must be a {hint.__name__}, got {value!r}")
+    return value
+
+
+def validate(p: Params, path: Path | str = PARAMS_FILE) -> None:
+    """Check value ranges and relations that types alone cannot express."""
+    checks = [
+        (bool(p.data.train), "data.train must list at least one document"),
+        (bool(p.data.validation), "data.validation must list at least one document"),
+        (p.data.timeout_s > 0, "data.timeout_s must be > 0"),
+        (p.chunk.chunk_size > 0, "chunk.chunk_size must be > 0"),
+        (p.chunk.chunk_overlap >= 0, "chunk.chunk_overlap must be >= 0"),
+        (
+            p.chunk.chunk_overlap < p.chunk.chunk_size,
+            f"chunk.chunk_overlap ({p.chunk.chunk_overlap}) must be smaller than "
+            f"chunk.chunk_size ({p.chunk.chunk_size})",
+        ),
+        (bool(p.llm.model), "llm.model must name a model"),
+        (p.llm.batch_size > 0, "llm.batch_size must be > 0"),
+        (p.llm.max_new_tokens > 0, "llm.max_new_tokens must be > 0"),
+        (p.llm.temperature >= 0, "llm.temperature must be >= 0"),
+        (p.synth.num_questions > 0, "synth.num_questions must be > 0"),
+        ("{context}" in p.synth.prompt, "synth.prompt must contain {context}"),
+        (p.synth.max_chunks is None or p.synth.max_chunks > 0, "synth.max_chunks must be > 0"),
+        (bool(p.embed.model), "embed.model must name a model"),
+        (p.embed.batch_size > 0, "embed.batch_size must be > 0"),
+        (p.train.lr > 0, f"train.lr must be > 0, got {p.train.lr}"),
+        (p.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (p.train.epochs > 0, "train.epochs must be > 0"),
+        (p.train.batch_size > 1, "train.batch_size must be > 1 (in-batch negatives)"),
+        (p.train.scale > 0, "train.scale must be > 0"),
+        (p.eval.top_k > 0, "eval.top_k must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise EmbedtuneError(f"{path}: {message}")
+    names = [s.name for s in p.data.train + p.data.validation]
+    for source in p.data.train + p.data.validation:
+        if (source.url is None) == (source.pydoc_topics is None):
+            raise EmbedtuneError(
+                f"{path}: document {source.name!r} needs exactly one of url or pydoc_topics"
+            )
+        if "/" in source.name or source.name.startswith("."):
+            raise EmbedtuneError(f"{path}: document name {source.name!r} must be a plain file name")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise EmbedtuneError(f"{path}: document name {duplicated[0]!r} is used twice in data")

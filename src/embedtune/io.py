@@ -1,0 +1,53 @@
+"""Atomic file writes and the fixed paths every stage agrees on."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RAW_DIR = Path("data/raw")
+MANIFEST = Path("data/manifest.json")
+CHUNKS_DIR = Path("data/chunks")
+QA_DIR = Path("data/qa")
+EMBEDDINGS_DIR = Path("data/embeddings")
+ADAPTER_DIR = Path("models/adapter")
+METRICS_DIR = Path("metrics")
+SPLITS = ("train", "validation")
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Write `data` as stable, sorted, indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path | str, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]

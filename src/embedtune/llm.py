@@ -1,0 +1,111 @@
+"""A local chat LLM through transformers, generating for many prompts in padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from embedtune.config import LLMConfig
+from embedtune.errors import EmbedtuneError
+from embedtune.models import pick_device, resolve_model
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    new_tokens: int
+
+
+class TransformersChat:
+    """Chat-template prompts in, completions out. Construct cheaply; `load()` does the work."""
+
+    def __init__(self, cfg: LLMConfig, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+        self.model = None
+        self.tokenizer = None
+
+    def load(self) -> TransformersChat:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg = self.cfg
+        device = pick_device(cfg.device, "llm.device")
+        if cfg.quantization != "none" and device != "cuda":
+            raise EmbedtuneError(
+                f"llm.quantization={cfg.quantization} needs a CUDA GPU (bitsandbytes), none found; "
+                "run `dvc exp run -S experiment=cpu` for the CPU preset"
+            )
+        path = resolve_model(cfg.model, "llm.model")
+        extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not self.tokenizer.chat_template:
+            raise EmbedtuneError(f"llm.model={cfg.model}: the tokenizer has no chat template")
+        dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[cfg.dtype]
+        kwargs = {"dtype": torch.float32 if device == "cpu" and cfg.dtype == "auto" else dtype}
+        if cfg.quantization == "4bit":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True,
+            )
+        elif cfg.quantization == "8bit":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        model = AutoModelForCausalLM.from_pretrained(path, **extra, **kwargs)
+        if cfg.quantization == "none":
+            model = model.to(device)
+        self.model = model.eval()
+        return self
+
+    def _render(self, message: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, messages: list[str]) -> list[Generation]:
+        """Complete one batch of user messages."""
+        import torch
+
+        cfg = self.cfg
+        enc = self.tokenizer(
+            [self._render(m) for m in messages], return_tensors="pt", padding=True,
+            truncation=True, max_length=cfg.max_input_tokens, add_special_tokens=False,
+        ).to(self.model.device)
+        sampling = (
+            {"do_sample": True, "temperature": cfg.temperature}
+            if cfg.temperature > 0 else {"do_sample": False}
+        )
+        torch.manual_seed(self.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
+        new = out[:, enc["input_ids"].shape[1] :].cpu()
+        counts = (new != self.tokenizer.pad_token_id).sum(dim=1).tolist()
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [Generation(t, n) for t, n in zip(texts, counts, strict=True)]
+
+
+def generate_batched(
+    generate: Callable[[list[str]], list[Generation]],
+    messages: list[str],
+    batch_size: int,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> list[Generation]:
+    """Generate for all messages, longest first in batches (less padding), in the input order."""
+    order = sorted(range(len(messages)), key=lambda i: (-len(messages[i]), i))
+    results: list[Generation | None] = [None] * len(messages)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        for i, gen in zip(batch, generate([messages[i] for i in batch]), strict=True):
+            results[i] = gen
+        on_batch(len(batch))
+    return results
