@@ -104,7 +104,7 @@ class Params:
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read `params.yaml` into `Params`; a missing or bad value raises one clear `EmbedtuneError`."""
+    """Read `params.yaml` into `Params`; a bad value raises one clear `EmbedtuneError`."""
     path = Path(path)
     if not path.is_file():
         raise EmbedtuneError(
@@ -128,12 +128,16 @@ def _build(cls: type, raw: Any, prefix: str, path: Path) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise EmbedtuneError(f"{path}: unknown key {prefix}{unknown[0]} (known: {', '.join(fields)})")
+        raise EmbedtuneError(
+            f"{path}: unknown key {prefix}{unknown[0]} (known: {', '.join(fields)})"
+        )
     values = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
         if name not in raw:
-            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            no_default = (
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            )
             if no_default:
                 raise EmbedtuneError(f"{path}: missing key {key}")
             continue

@@ -44,10 +44,11 @@ def _open_url(url: str, timeout_s: float):
     if parsed.scheme in ("http", "https", "file"):
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         return urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310 (schemes checked)
-    if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # a plain path (or C:\ on Windows)
+    if parsed.scheme in ("",) or len(parsed.scheme) == 1:  # a plain path (or C:\ on Windows)
         return Path(url).expanduser().open("rb")
-    raise EmbedtuneError(f"{url}: unsupported URL scheme {parsed.scheme!r} (use http, https, "
-                         "file or a local path)")
+    raise EmbedtuneError(
+        f"{url}: unsupported URL scheme {parsed.scheme!r} (use http, https, file or a local path)"
+    )
 
 
 def fetch(source: Source, dest: Path, timeout_s: float) -> dict:
@@ -91,9 +92,7 @@ def download_all(data: DataConfig, raw_dir: Path) -> dict[str, list[dict]]:
     try:
         for split in io.SPLITS:
             sources = getattr(data, split)
-            manifest[split] = [
-                fetch(s, staging / split / s.name, data.timeout_s) for s in sources
-            ]
+            manifest[split] = [fetch(s, staging / split / s.name, data.timeout_s) for s in sources]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

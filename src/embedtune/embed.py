@@ -40,8 +40,11 @@ def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torc
     if not texts:
         return torch.zeros((0, encoder.get_sentence_embedding_dimension()))
     vectors = encoder.encode(
-        [prefix + t for t in texts], batch_size=batch_size, convert_to_tensor=True,
-        normalize_embeddings=True, show_progress_bar=False,
+        [prefix + t for t in texts],
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
     )
     return vectors.float().cpu()
 
@@ -56,7 +59,9 @@ def embed_dataset(encoder, dataset: dict, cfg: EmbedConfig) -> SplitEmbeddings:
         ),
         corpus_ids=corpus_ids,
         corpus=embed_texts(
-            encoder, [dataset["corpus"][i] for i in corpus_ids], cfg.document_prefix,
+            encoder,
+            [dataset["corpus"][i] for i in corpus_ids],
+            cfg.document_prefix,
             cfg.batch_size,
         ),
     )
@@ -67,8 +72,11 @@ def save_embeddings(path: Path, emb: SplitEmbeddings) -> None:
 
     meta = {"query_ids": json.dumps(emb.query_ids), "corpus_ids": json.dumps(emb.corpus_ids)}
     with io.atomic_path(path) as tmp:
-        save_file({"queries": emb.queries.contiguous(), "corpus": emb.corpus.contiguous()},
-                  str(tmp), metadata=meta)
+        save_file(
+            {"queries": emb.queries.contiguous(), "corpus": emb.corpus.contiguous()},
+            str(tmp),
+            metadata=meta,
+        )
 
 
 def load_embeddings(path: Path) -> SplitEmbeddings:
@@ -79,8 +87,10 @@ def load_embeddings(path: Path) -> SplitEmbeddings:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         return SplitEmbeddings(
-            query_ids=json.loads(meta["query_ids"]), queries=f.get_tensor("queries"),
-            corpus_ids=json.loads(meta["corpus_ids"]), corpus=f.get_tensor("corpus"),
+            query_ids=json.loads(meta["query_ids"]),
+            queries=f.get_tensor("queries"),
+            corpus_ids=json.loads(meta["corpus_ids"]),
+            corpus=f.get_tensor("corpus"),
         )
 
 
@@ -97,8 +107,10 @@ def main() -> None:
     for split in io.SPLITS:
         emb = embed_dataset(encoder, load_dataset(split), params.embed)
         save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
-        print(f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "
-              f"dim {emb.corpus.shape[1]}")
+        print(
+            f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "
+            f"dim {emb.corpus.shape[1]}"
+        )
 
 
 if __name__ == "__main__":

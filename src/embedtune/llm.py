@@ -44,15 +44,21 @@ class TransformersChat:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not self.tokenizer.chat_template:
             raise EmbedtuneError(f"llm.model={cfg.model}: the tokenizer has no chat template")
-        dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
-                 "float16": torch.float16}[cfg.dtype]
+        dtype = {
+            "auto": "auto",
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[cfg.dtype]
         kwargs = {"dtype": torch.float32 if device == "cpu" and cfg.dtype == "auto" else dtype}
         if cfg.quantization == "4bit":
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True,
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
             )
         elif cfg.quantization == "8bit":
             from transformers import BitsAndBytesConfig
@@ -75,17 +81,24 @@ class TransformersChat:
 
         cfg = self.cfg
         enc = self.tokenizer(
-            [self._render(m) for m in messages], return_tensors="pt", padding=True,
-            truncation=True, max_length=cfg.max_input_tokens, add_special_tokens=False,
+            [self._render(m) for m in messages],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=cfg.max_input_tokens,
+            add_special_tokens=False,
         ).to(self.model.device)
         sampling = (
             {"do_sample": True, "temperature": cfg.temperature}
-            if cfg.temperature > 0 else {"do_sample": False}
+            if cfg.temperature > 0
+            else {"do_sample": False}
         )
         torch.manual_seed(self.seed)
         with torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                **enc,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
                 **sampling,
             )
         new = out[:, enc["input_ids"].shape[1] :].cpu()

@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 from fpdf import FPDF
 
 # The core PDF fonts only cover Latin-1; typographic quotes and dashes become their ASCII cousins.
-_ASCII_FOR = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "--", "…": "..."})
+_ASCII_FOR = str.maketrans(
+    {"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "--", "…": "..."}
+)
 _FIXED_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 

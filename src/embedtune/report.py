@@ -24,8 +24,9 @@ def print_table(metrics: dict[str, dict]) -> None:
         table.add_column(name, justify="right")
     for model in ("base", "tuned"):
         table.add_row(model, *(f"{metrics[model][n]:.4f}" for n in names))
-    table.add_row("tuned - base", *(f"{metrics['tuned'][n] - metrics['base'][n]:+.4f}"
-                                    for n in names))
+    table.add_row(
+        "tuned - base", *(f"{metrics['tuned'][n] - metrics['base'][n]:+.4f}" for n in names)
+    )
     Console().print(table)
 
 

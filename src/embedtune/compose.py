@@ -1,0 +1,41 @@
+"""Compose conf/ into params.yaml without running anything, exactly as `dvc exp run` does.
+
+Usage: python -m embedtune.compose [OVERRIDE ...]    e.g. python -m embedtune.compose experiment=cpu
+
+`dvc exp run` composes conf/ itself; this is for checking the result, or regenerating the
+committed params.yaml after editing conf/ (`make params`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from embedtune.config import PARAMS_FILE
+from embedtune.errors import EmbedtuneError, run_stage
+
+CONF_DIR = Path("conf")
+
+
+def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARAMS_FILE) -> None:
+    """Compose `conf_dir/config.yaml` with Hydra `overrides` into `output` (DVC's own writer)."""
+    from dvc.utils.hydra import compose_and_dump
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not (conf_dir / "config.yaml").is_file():
+        raise EmbedtuneError(f"{conf_dir / 'config.yaml'} not found: run from the repository root")
+    try:
+        compose_and_dump(output, str(conf_dir.resolve()), None, "config", ".", overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise EmbedtuneError(f"cannot compose {conf_dir}/ with {overrides}: {first_line}") from None
+
+
+def main() -> None:
+    compose(sys.argv[1:])
+    print(f"wrote {PARAMS_FILE}")
+
+
+if __name__ == "__main__":
+    run_stage("compose", main)

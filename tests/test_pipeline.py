@@ -1,0 +1,95 @@
+"""End to end: the real `dvc` and `git` CLIs on a temporary copy of the repository.
+
+Runs the cpu preset shrunk to a few chunks per split, so the whole module takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+SHRUNK = ["-S", "experiment=cpu", "-S", "synth.max_chunks=8", "-S", "llm.max_new_tokens=48"]
+UPSTREAM = ("download", "chunk", "synth", "embed")
+PIPELINE_OUTPUTS = ("data/", "models/", "metrics/", "dvc.lock")
+
+
+def _repo_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    # Leave out what a pipeline run in this checkout produced: the copy must start clean.
+    return [f for f in listed if not f.startswith(PIPELINE_OUTPUTS) and (ROOT / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh git repository holding the project, after one shrunk `dvc exp run` (committed)."""
+    dest = tmp_path_factory.mktemp("embedtune-repo")
+    for name in _repo_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    run_cli(["git", "init", "-q", "-b", "main"], dest)
+    run_cli(["git", "add", "-A"], dest)
+    run_cli(["git", "commit", "-qm", "project"], dest)
+    first = run_cli(["dvc", "exp", "run", *SHRUNK], dest)
+    assert "Running stage 'synth'" in first.stdout
+    run_cli(["git", "add", "-A"], dest)
+    run_cli(["git", "commit", "-qm", "first run"], dest)
+    return dest
+
+
+def test_pipeline_writes_base_and_tuned_metrics(repo):
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert set(metrics) == {"base", "tuned"}
+    for model in ("base", "tuned"):
+        assert metrics[model]["queries"] > 0
+        assert 0.0 <= metrics[model]["hit_rate@5"] <= 1.0
+        assert 0.0 <= metrics[model]["mrr@5"] <= metrics[model]["hit_rate@5"]
+    shown = run_cli(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "hit_rate@5" in shown
+    assert (repo / "models/adapter/model.safetensors").is_file()
+
+
+def test_second_repro_runs_no_stage(repo):
+    out = run_cli(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in out
+    assert "Data and pipelines are up to date." in out
+
+
+def test_lr_change_reruns_only_train_and_eval(repo):
+    out = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "train.lr=0.05"], repo).stdout
+    for stage in UPSTREAM:
+        assert f"Running stage '{stage}'" not in out
+    assert "Running stage 'train'" in out
+    assert "Running stage 'eval'" in out
+
+    diff = json.loads(run_cli(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    changed = diff["metrics/eval.json"]
+    assert any(key.startswith("tuned.") for key in changed), changed
+    assert not any(key.startswith("base.") for key in changed), changed
+    params = json.loads(run_cli(["dvc", "params", "diff", "--json"], repo).stdout)
+    lr = params["params.yaml"]["train.lr"]
+    assert (lr["old"], lr["new"]) == (0.001, 0.05)
+
+
+def test_bad_parameter_fails_with_one_line(repo):
+    proc = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "train.lr=-1"], repo, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "embedtune train: error" in line]
+    assert errors == ["embedtune train: error: params.yaml: train.lr must be > 0, got -1.0"]
+    assert "Traceback" not in proc.stderr
+    # DVC removed the stage's outputs before running it; its cache still holds them.
+    run_cli(["dvc", "checkout", "models/adapter"], repo)
+    assert (repo / "models/adapter/model.safetensors").is_file()
