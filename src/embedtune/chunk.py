@@ -26,7 +26,8 @@ def read_documents(folder: Path, extensions: list[str]) -> list:
     """Load every file with one of `extensions` under `folder`, in sorted order."""
     from llama_index.core import SimpleDirectoryReader
 
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    wanted = {e.lower() for e in extensions}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
     if not files:
         raise EmbedtuneError(
             f"{folder}: no documents with extension {', '.join(extensions)} "

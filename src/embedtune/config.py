@@ -123,7 +123,9 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 def _build(cls: type, raw: Any, prefix: str, path: Path) -> Any:
     """Build dataclass `cls` from a mapping, checking keys and scalar types, naming the bad key."""
     if not isinstance(raw, dict):
-        raise EmbedtuneError(f"{path}: {prefix or 'top level'} must be a mapping, got {raw!r}")
+        raise EmbedtuneError(
+            f"{path}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))

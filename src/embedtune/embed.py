@@ -38,7 +38,7 @@ def load_encoder(cfg: EmbedConfig):
 
 def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torch.Tensor:
     if not texts:
-        return torch.zeros((0, encoder.get_sentence_embedding_dimension()))
+        return torch.zeros((0, encoder.get_embedding_dimension()))
     vectors = encoder.encode(
         [prefix + t for t in texts],
         batch_size=batch_size,

@@ -21,8 +21,10 @@ from embedtune.config import SynthConfig, load_params
 from embedtune.errors import run_stage
 from embedtune.llm import Generation
 
-_LEADER = re.compile(r"^\s*(?:[-*•]+|\(?\d{1,2}[.):]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.I)
-_WRAPPERS = "\"'`*_ "
+# A list marker needs a space after it, so "**kwargs ...?" and "3.14: ...?" keep their start.
+_LEADER = re.compile(r"^(?:[-*•]+|\(?\d{1,2}[.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s+", re.I)
+# Emphasis or quotes around the whole line, as a matching pair only.
+_WRAPPED = re.compile(r"(\*\*|__|[*_`\"'])(.+)\1", re.S)
 
 
 def build_prompt(template: str, context: str, num_questions: int) -> str:
@@ -32,9 +34,13 @@ def build_prompt(template: str, context: str, num_questions: int) -> str:
 def clean_line(line: str) -> str:
     """Strip list markers, markdown emphasis and wrapping quotes from one answer line."""
     line = line.strip()
-    while (stripped := _LEADER.sub("", line, count=1)) != line:
-        line = stripped.strip()
-    return line.strip(_WRAPPERS).strip()
+    while True:
+        stripped = _LEADER.sub("", line, count=1).strip()
+        if wrapped := _WRAPPED.fullmatch(stripped):
+            stripped = wrapped.group(2).strip()
+        if stripped == line:
+            return line
+        line = stripped
 
 
 def parse_questions(answer: str, cfg: SynthConfig, drops: Counter) -> list[str]:
@@ -53,7 +59,9 @@ def parse_questions(answer: str, cfg: SynthConfig, drops: Counter) -> list[str]:
             drops["too_long"] += 1
         elif line.casefold() in seen:
             drops["duplicate_in_chunk"] += 1
-        elif len(kept) < cfg.num_questions:
+        elif len(kept) >= cfg.num_questions:
+            drops["over_limit"] += 1
+        else:
             kept.append(line)
             seen.add(line.casefold())
     return kept

