@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint params report
+.PHONY: help setup demo test lint params report bench-synth
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,3 +42,6 @@ params: setup  ## regenerate params.yaml from conf/ (the default, GPU recipe)
 
 report: setup  ## print base vs tuned from metrics/eval.json
 	$(RUN) python -m embedtune.report
+
+bench-synth: setup  ## batched synth vs LlamaIndex generate_qa_embedding_pairs (same model, chunks)
+	$(RUN) python bench/bench_synth.py

@@ -117,9 +117,17 @@ def test_unknown_top_level_key(tmp_path, base):
 
 def test_unknown_llm_backend(tmp_path, base):
     def edit(raw):
+        raw["llm"]["backend"] = "ollama"
+
+    with pytest.raises(EmbedtuneError, match=r"llm\.backend must be one of transformers.*ollama"):
+        load_modified(tmp_path, base, edit)
+
+
+def test_openai_backend_needs_base_url(tmp_path, base):
+    def edit(raw):
         raw["llm"]["backend"] = "openai"
 
-    with pytest.raises(EmbedtuneError, match=r"llm\.backend must be one of transformers.*openai"):
+    with pytest.raises(EmbedtuneError, match=r"llm\.base_url must be set for llm\.backend=openai"):
         load_modified(tmp_path, base, edit)
 
 

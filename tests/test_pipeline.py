@@ -6,44 +6,23 @@ Runs the cpu preset shrunk to a few chunks per split, so the whole module takes 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import copy_project, run_cli
 
 pytestmark = pytest.mark.slow
 
 SHRUNK = ["-S", "experiment=cpu", "-S", "synth.max_chunks=8", "-S", "llm.max_new_tokens=48"]
 UPSTREAM = ("download", "chunk", "synth", "embed")
-PIPELINE_OUTPUTS = ("data/", "models/", "metrics/", "dvc.lock")
-
-
-def _repo_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    # Leave out what a pipeline run in this checkout produced: the copy must start clean.
-    return [f for f in listed if not f.startswith(PIPELINE_OUTPUTS) and (ROOT / f).is_file()]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh git repository holding the project, after one shrunk `dvc exp run` (committed)."""
-    dest = tmp_path_factory.mktemp("embedtune-repo")
-    for name in _repo_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    run_cli(["git", "init", "-q", "-b", "main"], dest)
-    run_cli(["git", "add", "-A"], dest)
-    run_cli(["git", "commit", "-qm", "project"], dest)
+    dest = copy_project(tmp_path_factory.mktemp("embedtune-repo"))
     first = run_cli(["dvc", "exp", "run", *SHRUNK], dest)
     assert "Running stage 'synth'" in first.stdout
     run_cli(["git", "add", "-A"], dest)
@@ -77,7 +56,9 @@ def _synth_output_hash(repo: Path) -> str:
 
 def test_synth_rerun_is_byte_identical(repo):
     before = _synth_output_hash(repo)
-    run_cli(["dvc", "repro", "--force", "--single-item", "synth"], repo)
+    # An empty answer cache: the LLM really generates again.
+    fresh = {"EMBEDTUNE_CACHE_DIR": str(repo.parent / "empty-cache")}
+    run_cli(["dvc", "repro", "--force", "--single-item", "synth"], repo, env=fresh)
     # Same params, same chunks: the same question files, so nothing downstream is stale.
     assert _synth_output_hash(repo) == before
     assert "up to date" in run_cli(["dvc", "status"], repo).stdout

@@ -8,10 +8,20 @@ from collections import Counter
 import pytest
 from llama_index.finetuning import EmbeddingQAFinetuneDataset
 
-from embedtune.config import SynthConfig
+from embedtune.answers import AnswerCache, Failure, answer_all, answer_key
+from embedtune.config import LLMConfig, SynthConfig
+from embedtune.errors import EmbedtuneError
 from embedtune.io import write_json
-from embedtune.llm import Generation, generate_batched
-from embedtune.synth import build_prompt, clean_line, parse_questions, query_id, synthesize
+from embedtune.llm import Generation
+from embedtune.questions import clean_line, longest_copied_run, parse_questions
+from embedtune.synth import (
+    SynthStats,
+    build_prompt,
+    check_failure_rate,
+    query_id,
+    resolve_prompt,
+    synthesize,
+)
 
 CFG = SynthConfig(num_questions=2, prompt="Text: {context}\nWrite {num_questions} questions.")
 
@@ -26,9 +36,9 @@ REPEATED = '1. What is the "try" statement?\n2. What is the "try" statement?\n\n
 NO_QUESTION = 'The text provides a concise explanation of the "with" statement.'
 
 
-def parse(answer: str, cfg: SynthConfig = CFG) -> tuple[list[str], dict]:
+def parse(answer: str, cfg: SynthConfig = CFG, chunk: str = "") -> tuple[list[str], dict]:
     drops = Counter()
-    return parse_questions(answer, cfg, drops), dict(drops)
+    return parse_questions(answer, cfg, drops, chunk), dict(drops)
 
 
 @pytest.mark.parametrize(
@@ -164,14 +174,9 @@ ANSWERS = {
 }
 
 
-def fake_complete(prompts: list[str]) -> list[Generation]:
-    by_prompt = {build_prompt(CFG.prompt, c["text"], 2): ANSWERS[c["id"]] for c in CHUNKS}
-    return [by_prompt[p] for p in prompts]
-
-
 @pytest.fixture(scope="module")
 def synthesized() -> tuple[dict, object]:
-    return synthesize(CHUNKS, fake_complete, CFG)
+    return synthesize(CHUNKS, [ANSWERS[c["id"]] for c in CHUNKS], CFG)
 
 
 def test_synthesize_dataset(synthesized):
@@ -192,14 +197,16 @@ def test_synthesize_dataset(synthesized):
 def test_synthesize_stats(synthesized):
     _, stats = synthesized
     d = stats.as_dict()
-    assert (d["chunks"], d["questions"], d["chunks_without_question"]) == (4, 4, 1)
+    assert (d["chunks"], d["questions"], d["failed_chunks"]) == (4, 4, 1)
+    assert d["failures"] == {"no_valid_question": 1}
+    assert stats.failures == {"b" * 16: "no_valid_question"}
     assert d["tokens_generated"] == 20 + 12 + 18 + 15
     assert d["drops"] == {"duplicate_in_chunk": 1, "duplicate_in_split": 1, "not_a_question": 2}
 
 
 def test_query_ids_are_stable_and_content_derived(synthesized):
     dataset, _ = synthesized
-    again, _ = synthesize(CHUNKS, fake_complete, CFG)
+    again, _ = synthesize(CHUNKS, [ANSWERS[c["id"]] for c in CHUNKS], CFG)
     assert again == dataset
     for qid, question in dataset["queries"].items():
         assert re.fullmatch(r"[0-9a-f]{16}", qid)
@@ -222,13 +229,42 @@ def test_dataset_loads_with_llama_index(synthesized, tmp_path):
 
 def test_synthesize_rejects_wrong_number_of_answers():
     with pytest.raises(ValueError):
-        synthesize(CHUNKS, lambda prompts: fake_complete(prompts)[:-1], CFG)
+        synthesize(CHUNKS, [ANSWERS[c["id"]] for c in CHUNKS][:-1], CFG)
 
 
-# generate_batched: longest prompts first, results in input order.
+def test_generation_failures_are_recorded_not_fatal():
+    answers = [Failure("generation_error: RuntimeError: boom")] + [
+        ANSWERS[c["id"]] for c in CHUNKS[1:]
+    ]
+    dataset, stats = synthesize(CHUNKS, answers, CFG)
+    assert stats.failures["a" * 16] == "generation_error: RuntimeError: boom"
+    assert stats.as_dict()["failures"] == {"generation_error": 1, "no_valid_question": 1}
+    assert "a" * 16 not in {d[0] for d in dataset["relevant_docs"].values()}
+    assert "a" * 16 in dataset["corpus"]  # still a candidate (a distractor) for retrieval
 
 
-def test_generate_batched_order_and_batches():
+def test_failure_rate_over_limit_stops_with_one_line():
+    stats = SynthStats(chunks=10, failures={f"{i:016x}": "no_valid_question" for i in range(3)})
+    check_failure_rate("train", stats, SynthConfig(prompt="{context}", max_failure_rate=0.3))
+    with pytest.raises(EmbedtuneError, match=r"synth train: 3 of 10 chunks failed .*0.2"):
+        check_failure_rate("train", stats, SynthConfig(prompt="{context}", max_failure_rate=0.2))
+
+
+def test_reference_prompt_is_llamaindex_template():
+    template = resolve_prompt("llamaindex")
+    assert "{context}" in template and "{num_questions}" in template
+    assert "{context_str}" not in template
+    assert resolve_prompt("Text: {context}") == "Text: {context}"
+
+
+# answer_all: longest prompts first, results in input order, cached per finished batch.
+
+
+def _key(prompt: str) -> str:
+    return answer_key(LLMConfig(model="m"), 0, prompt)
+
+
+def test_answer_all_order_and_batches():
     messages = ["bb", "a", "dddd", "ccc", "ee", "f", "gggggg"]
     calls: list[list[str]] = []
     progress: list[int] = []
@@ -237,13 +273,113 @@ def test_generate_batched_order_and_batches():
         calls.append(list(batch))
         return [Generation(m.upper(), len(m)) for m in batch]
 
-    results = generate_batched(generate, messages, batch_size=3, on_batch=progress.append)
+    results, reused = answer_all(
+        messages, generate, 3, _key, None, lambda a: progress.append(len(a))
+    )
     assert [g.text for g in results] == [m.upper() for m in messages]
-    assert [g.new_tokens for g in results] == [len(m) for m in messages]
+    assert reused == 0
     # Longest first; equal lengths keep input order ("bb" before "ee", "a" before "f").
     assert calls == [["gggggg", "dddd", "ccc"], ["bb", "ee", "a"], ["f"]]
     assert progress == [3, 3, 1]
 
 
-def test_generate_batched_empty():
-    assert generate_batched(lambda batch: pytest.fail("no call expected"), [], 4) == []
+def test_answer_all_reuses_cache_and_retries_failed_batches(tmp_path):
+    cache = AnswerCache(tmp_path)
+    calls: list[list[str]] = []
+
+    def flaky(batch: list[str]) -> list[Generation]:
+        calls.append(list(batch))
+        if "boom" in batch:
+            raise RuntimeError("out of luck\nsecond line")
+        return [Generation(m + "?", 1) for m in batch]
+
+    prompts = ["one", "two", "boom", "four"]
+    results, reused = answer_all(prompts, flaky, 1, _key, cache)
+    assert reused == 0
+    assert results[2] == Failure("generation_error: RuntimeError: out of luck")
+    assert [r.text for i, r in enumerate(results) if i != 2] == ["one?", "two?", "four?"]
+
+    calls.clear()
+    again, reused = answer_all(prompts, flaky, 4, _key, cache)
+    assert reused == 3
+    assert calls == [["boom"]]  # only the failed prompt is generated again
+    assert [a.text for i, a in enumerate(again) if i != 2] == ["one?", "two?", "four?"]
+
+
+def test_answer_key_covers_what_shapes_the_answer():
+    base = LLMConfig(model="m")
+    key = answer_key(base, 0, "p")
+    assert answer_key(base, 1, "p") == key  # greedy: the seed changes nothing
+    assert answer_key(LLMConfig(model="m", batch_size=64), 0, "p") == key
+    assert answer_key(base, 0, "q") != key
+    assert answer_key(LLMConfig(model="other"), 0, "p") != key
+    assert answer_key(LLMConfig(model="m", max_new_tokens=7), 0, "p") != key
+    sampled = LLMConfig(model="m", temperature=0.7)
+    assert answer_key(sampled, 0, "p") != answer_key(sampled, 1, "p")
+
+
+def test_answer_all_empty():
+    assert answer_all([], lambda batch: pytest.fail("no call expected"), 4, _key) == ([], 0)
+
+
+# The newer filters on real-looking outputs.
+
+
+def test_questions_about_the_source_are_dropped():
+    kept, drops = parse(
+        "1. What does the passage say about loops?\n2. What does the text describe?"
+    )
+    assert kept == []
+    assert drops == {"mentions_source": 2}
+
+
+def test_questions_copying_the_chunk_are_dropped():
+    topic_text = (
+        "The for statement is used to iterate over the elements of a sequence such as a string"
+    )
+    answer = (
+        "Is the for statement used to iterate over the elements of a sequence such as a string?\n"
+        "What can a for loop iterate over?"
+    )
+    kept, drops = parse(answer, chunk=topic_text)
+    assert kept == ["What can a for loop iterate over?"]
+    assert drops == {"copies_chunk": 1}
+    assert longest_copied_run(["a", "b", "c", "x"], ["z", "a", "b", "c"]) == 3
+
+
+def test_near_duplicates_are_dropped():
+    answer = "What does the for statement do?\nWhat does the for statement do exactly?"
+    kept, drops = parse(answer)
+    assert kept == ["What does the for statement do?"]
+    assert drops == {"near_duplicate_in_chunk": 1}
+
+
+def test_prepare_runs_only_when_something_is_not_cached(tmp_path):
+    cache = AnswerCache(tmp_path)
+    cache.put(_key("cached"), Generation("Why?", 1))
+
+    def refuse() -> None:
+        raise EmbedtuneError("llm.quantization=4bit needs a CUDA GPU")
+
+    results, reused = answer_all(["cached"], pytest.fail, 2, _key, cache, prepare=refuse)
+    assert (results, reused) == ([Generation("Why?", 1)], 1)
+    with pytest.raises(EmbedtuneError, match="needs a CUDA GPU"):
+        answer_all(["cached", "new"], pytest.fail, 2, _key, cache, prepare=refuse)
+
+
+def test_out_of_memory_halves_the_batch():
+    import torch
+
+    from embedtune.answers import halve_on_oom
+
+    sizes: list[int] = []
+
+    def small_gpu(batch: list[str]) -> list[Generation]:
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [Generation(p + "?", 1) for p in batch]
+
+    answers = halve_on_oom(small_gpu)(["a", "b", "c", "d", "e"])
+    assert [a.text for a in answers] == ["a?", "b?", "c?", "d?", "e?"]
+    assert sizes == [5, 2, 3, 1, 2]

@@ -44,7 +44,7 @@ class ChunkConfig:
 
 @dataclass(frozen=True)
 class LLMConfig:
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "openai"] = "transformers"
     model: str = ""
     gguf_file: str | None = None
     quantization: Literal["none", "8bit", "4bit"] = "none"
@@ -54,6 +54,13 @@ class LLMConfig:
     max_new_tokens: int = 96
     temperature: float = 0.0
     max_input_tokens: int = 1024
+    chat_template: str | None = None  # Jinja template for a model whose tokenizer has none
+    # backend: openai (any OpenAI-compatible server: vLLM, TGI, llama.cpp, transformers serve)
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
+    concurrency: int = 4  # requests in flight at most
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 4  # retries with exponential backoff on timeouts, 429 and 5xx
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class SynthConfig:
     max_chunks: int | None = None
     min_question_chars: int = 12
     max_question_chars: int = 300
+    max_copied_words: int = 10
+    near_duplicate: float = 0.8
+    max_failure_rate: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -191,9 +201,22 @@ def validate(p: Params, path: Path | str = PARAMS_FILE) -> None:
         (p.llm.batch_size > 0, "llm.batch_size must be > 0"),
         (p.llm.max_new_tokens > 0, "llm.max_new_tokens must be > 0"),
         (p.llm.temperature >= 0, "llm.temperature must be >= 0"),
+        (
+            p.llm.backend != "openai" or bool(p.llm.base_url),
+            "llm.base_url must be set for llm.backend=openai (e.g. http://127.0.0.1:8000/v1)",
+        ),
+        (p.llm.concurrency > 0, "llm.concurrency must be > 0"),
+        (p.llm.timeout_s > 0, "llm.timeout_s must be > 0"),
+        (p.llm.max_retries >= 0, "llm.max_retries must be >= 0"),
         (p.synth.num_questions > 0, "synth.num_questions must be > 0"),
-        ("{context}" in p.synth.prompt, "synth.prompt must contain {context}"),
+        (
+            p.synth.prompt == "llamaindex" or "{context}" in p.synth.prompt,
+            "synth.prompt must contain {context} (or be `llamaindex` for the reference prompt)",
+        ),
         (p.synth.max_chunks is None or p.synth.max_chunks > 0, "synth.max_chunks must be > 0"),
+        (p.synth.max_copied_words > 0, "synth.max_copied_words must be > 0"),
+        (0 < p.synth.near_duplicate <= 1, "synth.near_duplicate must be in (0, 1]"),
+        (0 <= p.synth.max_failure_rate <= 1, "synth.max_failure_rate must be in [0, 1]"),
         (bool(p.embed.model), "embed.model must name a model"),
         (p.embed.batch_size > 0, "embed.batch_size must be > 0"),
         (p.train.lr > 0, f"train.lr must be > 0, got {p.train.lr}"),

@@ -4,16 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from embedtune.config import LLMConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.models import pick_device, resolve_model
+
+if TYPE_CHECKING:
+    from embedtune.llm_http import OpenAIChat
 
 
 @dataclass(frozen=True)
 class Generation:
     text: str
     new_tokens: int
+
+
+def make_chat(cfg: LLMConfig, seed: int) -> TransformersChat | OpenAIChat:
+    """The chat client that `llm.backend` names; call `.load()` on it before generating."""
+    if cfg.backend == "openai":
+        from embedtune.llm_http import OpenAIChat
+
+        return OpenAIChat(cfg, seed)
+    return TransformersChat(cfg, seed)
+
+
+def ensure_chat_template(tokenizer, cfg: LLMConfig) -> None:
+    """Give a tokenizer without a chat template `llm.chat_template`; fail if there is none."""
+    if tokenizer.chat_template:
+        return
+    if not cfg.chat_template:
+        raise EmbedtuneError(
+            f"llm.model={cfg.model}: the tokenizer has no chat template; "
+            "set llm.chat_template to a Jinja chat template"
+        )
+    tokenizer.chat_template = cfg.chat_template
 
 
 class TransformersChat:
@@ -42,8 +67,7 @@ class TransformersChat:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not self.tokenizer.chat_template:
-            raise EmbedtuneError(f"llm.model={cfg.model}: the tokenizer has no chat template")
+        ensure_chat_template(self.tokenizer, cfg)
         dtype = {
             "auto": "auto",
             "float32": torch.float32,

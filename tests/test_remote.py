@@ -1,0 +1,445 @@
+"""`embedtune remote dagshub`: URL building and checks, then a real push and pull.
+
+The end-to-end tests stand in for DagsHub with a bare git repository and moto's S3 server on
+127.0.0.1, run one shrunk experiment, push it, and pull it into fresh clones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embedtune import cli, remote
+from embedtune.errors import EmbedtuneError
+from tests.conftest import cli_env, copy_project
+from tests.test_pipeline import SHRUNK
+
+# Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
+TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
+EXP = "shared-run"
+ADAPTER = "models/adapter/model.safetensors"
+EVAL = "metrics/eval.json"
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["alice/my-repo", "Org_1/embed.tune", "a/b"])
+def test_parse_repo_accepts_owner_and_repo(spec):
+    assert remote.parse_repo(spec) == tuple(spec.split("/"))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "alice", "alice/", "/repo", "a/b/c", "alice/my repo", "alice/-x", "al:ice/r", "../r"],
+)
+def test_parse_repo_refuses_other_shapes(spec):
+    with pytest.raises(EmbedtuneError, match="expected OWNER/REPO"):
+        remote.parse_repo(spec)
+
+
+def test_parse_repo_refuses_git_suffix():
+    with pytest.raises(EmbedtuneError, match="without '.git': alice/r$"):
+        remote.parse_repo("alice/r.git")
+
+
+def test_dagshub_urls_default_host():
+    urls = remote.dagshub_urls("alice", "r")
+    assert urls.git == "https://dagshub.com/alice/r.git"
+    assert urls.endpoint == "https://dagshub.com/alice/r.s3"
+
+
+def test_dagshub_urls_other_host_and_overrides():
+    urls = remote.dagshub_urls("alice", "r", host="http://127.0.0.1:3000/")
+    assert urls == remote.RemoteUrls(
+        "http://127.0.0.1:3000/alice/r.git", "http://127.0.0.1:3000/alice/r.s3"
+    )
+    urls = remote.dagshub_urls("a", "r", git_url="/srv/r.git", endpoint_url="http://127.0.0.1:9/")
+    assert urls == remote.RemoteUrls("/srv/r.git", "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"host": "dagshub.com"}, "--host must be an http"),
+        ({"host": "ftp://dagshub.com"}, "--host must be an http"),
+        ({"endpoint_url": "127.0.0.1:9"}, "--endpoint-url must be an http"),
+        ({"git_url": " "}, "--git-url must not be empty"),
+    ],
+)
+def test_dagshub_urls_refuses_bad_urls(kwargs, message):
+    with pytest.raises(EmbedtuneError, match=message):
+        remote.dagshub_urls("a", "r", **kwargs)
+
+
+def _no_prompt(text: str) -> str:
+    raise AssertionError("prompted although no terminal")
+
+
+def test_token_from_environment_wins():
+    env = {"DAGSHUB_TOKEN": f" {TOKEN}\n"}
+    assert remote.resolve_token(env, interactive=True, prompt=_no_prompt) == TOKEN
+
+
+@pytest.mark.parametrize("env", [{}, {"DAGSHUB_TOKEN": ""}])
+def test_no_token_without_terminal_names_the_variable(env):
+    with pytest.raises(EmbedtuneError, match="set DAGSHUB_TOKEN"):
+        remote.resolve_token(env, interactive=False, prompt=_no_prompt)
+
+
+def test_token_prompted_in_a_terminal():
+    asked = []
+    token = remote.resolve_token({}, True, lambda text: asked.append(text) or TOKEN)
+    assert token == TOKEN
+    assert asked == ["DagsHub token (input hidden): "]
+    with pytest.raises(EmbedtuneError, match="no DagsHub token entered"):
+        remote.resolve_token({}, True, lambda text: "  ")
+
+
+def test_malformed_token_refused_without_echoing_it():
+    with pytest.raises(EmbedtuneError, match="DAGSHUB_TOKEN contains spaces") as err:
+        remote.resolve_token({"DAGSHUB_TOKEN": "abc SECRET"}, False, _no_prompt)
+    assert "SECRET" not in str(err.value)
+
+
+def test_token_only_in_local_section():
+    shared, local = remote.dvc_sections("https://dagshub.com/a/r.s3", TOKEN)
+    assert shared == {
+        "url": "s3://dvc",
+        "endpointurl": "https://dagshub.com/a/r.s3",
+        "verify": "true",
+    }
+    assert TOKEN not in repr(shared)
+    # Complete on its own: never a stale section without `url`.
+    assert local == {**shared, "access_key_id": TOKEN, "secret_access_key": TOKEN}
+
+
+def test_next_steps_list_the_push_commands():
+    text = remote.next_steps("main", commit_config=True)
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert lines[1:5] == [
+        'git add .dvc/config && git commit -m "DVC remote on DagsHub"',
+        "git push -u origin main",
+        "dvc push",
+        "dvc exp push origin <exp>",
+    ]
+    assert "git add" not in remote.next_steps("dev", commit_config=False)
+    assert "git push -u origin dev" in remote.next_steps("dev", commit_config=False)
+
+
+# --- the command in a small git + DVC repository (no pipeline run) ------------------------
+
+
+@pytest.fixture
+def small_repo(tmp_path, monkeypatch) -> Path:
+    """A git repository with a bare `.dvc/` as `dvc init` makes it; the cwd for the test."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/config").write_text("[core]\n    analytics = false\n")
+    (tmp_path / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: never prompt
+    monkeypatch.delenv("DAGSHUB_TOKEN", raising=False)
+    return tmp_path
+
+
+def _git_remote_url(repo: Path) -> str:
+    return subprocess.run(
+        ["git", "remote", "get-url", "origin"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_command_sets_both_remotes_and_keeps_token_local(small_repo, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
+    assert cli.main(["remote", "dagshub", "alice/r"]) == 0
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    assert "git push -u origin main" in out
+    assert _git_remote_url(small_repo) == "https://dagshub.com/alice/r.git"
+
+    shared = (small_repo / ".dvc/config").read_text()
+    assert TOKEN not in shared
+    assert "endpointurl = https://dagshub.com/alice/r.s3" in shared
+    assert "verify = true" in shared
+    assert "remote = origin" in shared
+    local = small_repo / ".dvc/config.local"
+    assert local.read_text().count(TOKEN) == 2
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+
+    from dvc.config import Config
+
+    merged = Config(str(small_repo / ".dvc"))
+    assert merged["core"]["remote"] == "origin"
+    origin = merged["remote"]["origin"]
+    assert (origin["url"], origin["verify"], origin["access_key_id"]) == ("s3://dvc", True, TOKEN)
+
+
+def test_command_repoints_remotes_and_repairs_a_stale_local_section(small_repo, monkeypatch):
+    subprocess.run(["git", "remote", "add", "origin", "/old/place.git"], check=True)
+    # A local section with no url: every dvc command fails on it until it is repaired.
+    (small_repo / ".dvc/config.local").write_text("['remote \"origin\"']\n    access_key_id = x\n")
+    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
+    cli.main(["remote", "dagshub", "bob/r2", "--host", "http://127.0.0.1:1"])
+    assert _git_remote_url(small_repo) == "http://127.0.0.1:1/bob/r2.git"
+    local = (small_repo / ".dvc/config.local").read_text()
+    assert "url = s3://dvc" in local
+    assert "access_key_id = x" not in local
+
+
+def _one_line_error(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    return err.strip()
+
+
+def test_bad_repo_name_exits_2_with_one_line(small_repo, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["remote", "dagshub", "not-a-repo"])
+    assert exit_.value.code == 2
+    assert _one_line_error(capsys).startswith(
+        "embedtune remote dagshub: error: expected OWNER/REPO"
+    )
+
+
+def test_no_token_and_no_terminal_exits_2_and_changes_nothing(small_repo, capsys):
+    config_before = (small_repo / ".dvc/config").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["remote", "dagshub", "alice/r"])
+    assert exit_.value.code == 2
+    assert "DAGSHUB_TOKEN" in _one_line_error(capsys)
+    assert (small_repo / ".dvc/config").read_text() == config_before
+    assert not (small_repo / ".dvc/config.local").exists()
+    assert _git_remote_url(small_repo) == ""
+
+
+def test_refuses_when_config_local_is_not_ignored(small_repo, monkeypatch, capsys):
+    (small_repo / ".dvc/.gitignore").write_text("/tmp\n/cache\n")
+    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
+    with pytest.raises(SystemExit):
+        cli.main(["remote", "dagshub", "alice/r"])
+    assert "not ignored by git" in _one_line_error(capsys)
+    assert not (small_repo / ".dvc/config.local").exists()
+
+
+def test_outside_a_dvc_repo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
+    with pytest.raises(SystemExit):
+        cli.main(["remote", "dagshub", "alice/r"])
+    assert "not inside a DVC repository" in _one_line_error(capsys)
+
+
+# --- end to end: bare git repository + moto S3 on 127.0.0.1 ------------------------------
+
+
+@dataclass
+class Shared:
+    """The pushed state every end-to-end test starts from."""
+
+    work: Path  # the repository that ran the experiment and pushed it
+    bare: Path  # stands in for DagsHub's git
+    endpoint: str  # stands in for DagsHub's S3
+    tmp: Path
+    outputs: list[str] = field(default_factory=list)  # stdout + stderr of every command
+    clones: list[Path] = field(default_factory=list)
+
+
+def _run(shared: Shared, args: list[str], cwd: Path, check: bool = True, token: bool = False):
+    env = cli_env(cwd / "src")
+    for name in [n for n in env if n.startswith("AWS_") or n == "DAGSHUB_TOKEN"]:
+        del env[name]
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    if token:
+        env["DAGSHUB_TOKEN"] = TOKEN
+    proc = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    shared.outputs.append(proc.stdout + proc.stderr)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _configure(shared: Shared, cwd: Path) -> subprocess.CompletedProcess:
+    args = ["embedtune", "remote", "dagshub", "owner/repo", "--git-url", str(shared.bare)]
+    return _run(shared, [*args, "--endpoint-url", shared.endpoint], cwd, token=True)
+
+
+def _s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="moto",
+        aws_secret_access_key="moto",
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's standalone S3 server on a free port of 127.0.0.1, with the bucket `dvc`."""
+    pytest.importorskip("moto.server", reason="needs moto[server]")
+    pytest.importorskip("dvc_s3", reason="needs dvc-s3")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start on {endpoint}")
+                time.sleep(0.2)
+        _s3_client(endpoint).create_bucket(Bucket="dvc")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory, s3_endpoint) -> Shared:
+    """Configure, run one shrunk experiment, then push as the printed next steps say."""
+    tmp = tmp_path_factory.mktemp("embedtune-remote")
+    (tmp / "work").mkdir()
+    shared = Shared(work=tmp / "work", bare=tmp / "dagshub.git", endpoint=s3_endpoint, tmp=tmp)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(shared.bare)], check=True)
+    work = copy_project(shared.work)
+
+    printed = _configure(shared, work).stdout
+    assert "git add .dvc/config" in printed
+    _run(shared, ["git", "add", ".dvc/config"], work)
+    _run(shared, ["git", "commit", "-qm", "DVC remote on DagsHub"], work)
+    _run(shared, ["dvc", "exp", "run", "-n", EXP, *SHRUNK], work)
+    _run(shared, ["git", "push", "-u", "origin", "main"], work)
+    _run(shared, ["dvc", "exp", "push", "origin", EXP], work)
+    _run(shared, ["dvc", "push"], work)
+    return shared
+
+
+def _clone(shared: Shared, name: str) -> Path:
+    dest = shared.tmp / name
+    _run(shared, ["git", "clone", "-q", str(shared.bare), str(dest)], shared.tmp)
+    _configure(shared, dest)
+    shared.clones.append(dest)
+    return dest
+
+
+def _pull_experiment(shared: Shared, clone: Path) -> None:
+    _run(shared, ["dvc", "exp", "pull", "origin", EXP], clone)
+    _run(shared, ["dvc", "exp", "apply", EXP], clone)
+    _run(shared, ["dvc", "pull"], clone)
+
+
+@pytest.mark.slow
+def test_experiment_pulled_into_a_fresh_clone_is_byte_identical(pushed):
+    clone = _clone(pushed, "clone")
+    assert not (clone / EVAL).exists()  # main holds the remote, the experiment holds results
+    _pull_experiment(pushed, clone)
+    for path in (EVAL, ADAPTER, "dvc.lock", "params.yaml"):
+        assert (clone / path).read_bytes() == (pushed.work / path).read_bytes(), path
+    assert "up to date" in _run(pushed, ["dvc", "status"], clone).stdout
+
+
+def _adapter_object_key(clone: Path) -> str:
+    """S3 key of the adapter's weights file, read from dvc.lock and the directory's manifest."""
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    (out,) = [o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/adapter"]
+    dir_md5 = out["md5"]
+    manifest = clone / ".dvc/cache/files/md5" / dir_md5[:2] / dir_md5[2:]
+    (entry,) = [e for e in json.loads(manifest.read_text()) if e["relpath"] == "model.safetensors"]
+    return f"files/md5/{entry['md5'][:2]}/{entry['md5'][2:]}"
+
+
+@pytest.mark.slow
+def test_tampered_object_on_the_remote_is_refused(pushed):
+    clone = _clone(pushed, "clone-tampered")
+    _pull_experiment(pushed, clone)
+    s3 = _s3_client(pushed.endpoint)
+    key = _adapter_object_key(clone)
+    good = s3.get_object(Bucket="dvc", Key=key)["Body"].read()
+    assert good == (pushed.work / ADAPTER).read_bytes()
+    bad = good[:-1] + bytes([good[-1] ^ 0xFF])  # one flipped byte, same size
+    s3.put_object(Bucket="dvc", Key=key, Body=bad)
+    try:
+        shutil.rmtree(clone / ".dvc/cache")
+        (clone / ADAPTER).unlink()
+        proc = _run(pushed, ["dvc", "pull", "-v"], clone, check=False)
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        # `verify true`: the download is hashed, found corrupt and dropped (said only with -v);
+        # the user sees "Checkout failed for following targets: models/adapter".
+        assert "corrupted cache file" in proc.stderr
+        assert "Checkout failed" in proc.stderr
+        assert not (clone / ADAPTER).exists() or (clone / ADAPTER).read_bytes() != bad
+        cached = [p for p in (clone / ".dvc/cache").rglob("*") if p.is_file()]
+        assert not [p for p in cached if p.read_bytes() == bad]
+    finally:
+        s3.put_object(Bucket="dvc", Key=key, Body=good)
+
+
+def _workspace_files_with_token(repo: Path) -> list[str]:
+    """Files that git tracks or would track (`git add -A`) holding the token."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [n for n in listed.split("\0") if n and TOKEN.encode() in (repo / n).read_bytes()]
+
+
+def _history_with_token(repo: Path) -> list[str]:
+    """Files or commit messages holding the token, on any ref (branches and refs/exps)."""
+    revs = subprocess.run(
+        ["git", "rev-list", "--all"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert revs
+    grep = subprocess.run(
+        ["git", "grep", "-F", "-l", "-a", TOKEN, *revs], cwd=repo, capture_output=True, text=True
+    )
+    assert grep.returncode in (0, 1), grep.stderr
+    log = subprocess.run(
+        ["git", "log", "--all", "--format=%B"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    return grep.stdout.split() + (["a commit message"] if TOKEN in log else [])
+
+
+@pytest.mark.slow
+def test_token_only_in_config_local(pushed):
+    # Last in the module: every command of the tests above is in `pushed.outputs` by now.
+    work = pushed.work
+    assert (work / ".dvc/config.local").read_text().count(TOKEN) == 2
+    assert stat.S_IMODE((work / ".dvc/config.local").stat().st_mode) == 0o600
+    for path in (".dvc/config", "dvc.lock", "params.yaml", EVAL, ".git/config"):
+        assert TOKEN not in (work / path).read_text(), path
+    for path in (work / "metrics").rglob("*"):
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+    for repo in (work, *pushed.clones):
+        assert _workspace_files_with_token(repo) == [], repo
+    assert _history_with_token(work) == []
+    assert _history_with_token(pushed.bare) == []  # main and refs/exps as pushed
+    assert len(pushed.outputs) > 5
+    assert not [out for out in pushed.outputs if TOKEN in out]
