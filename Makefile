@@ -13,7 +13,7 @@ RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 .PHONY: help setup demo test lint params report bench-synth dagshub
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,5 @@ report: setup  ## print base vs tuned from metrics/eval.json
 bench-synth: setup  ## batched synth vs LlamaIndex generate_qa_embedding_pairs (same model, chunks)
 	$(RUN) python bench/bench_synth.py
 
-dagshub: setup  ## point git and DVC at DagsHub: make dagshub REPO=OWNER/REPO (token: $$DAGSHUB_TOKEN)
+dagshub: setup  ## point git and DVC at DagsHub: make dagshub REPO=OWNER/REPO (token from DAGSHUB_TOKEN)
 	$(RUN) embedtune remote dagshub "$(REPO)"

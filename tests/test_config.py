@@ -199,7 +199,7 @@ def test_duplicate_document_name(tmp_path, base):
         ("train", "bias", "yes", r"train\.bias must be a bool"),
         ("chunk", "extensions", ".pdf", r"chunk\.extensions must be a list"),
         ("chunk", "extensions", [".pdf", 3], r"chunk\.extensions\[1\] must be a str"),
-        ("eval", "top_k", 2.5, r"eval\.top_k must be a int"),
+        ("eval", "k", [1, 2.5], r"eval\.k\[1\] must be a int"),
     ],
 )
 def test_wrong_type(tmp_path, base, section, key, value, expected):
@@ -236,9 +236,9 @@ def test_document_name_with_slash(tmp_path, base):
 
 def test_error_names_the_file(tmp_path, base):
     def edit(raw):
-        raw["eval"]["top_k"] = 0
+        raw["eval"]["k"] = [0, 5]
 
     with pytest.raises(EmbedtuneError) as info:
         load_modified(tmp_path, base, edit)
     assert str(info.value).startswith(str(tmp_path / "params.yaml"))
-    assert "eval.top_k must be > 0" in str(info.value)
+    assert "eval.k must list cut-offs > 0" in str(info.value)

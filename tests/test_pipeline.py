@@ -39,7 +39,7 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
         assert 0.0 <= metrics[model]["mrr@5"] <= metrics[model]["hit_rate@5"]
     shown = run_cli(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "hit_rate@5" in shown
-    assert (repo / "models/adapter/model.safetensors").is_file()
+    assert (repo / "models/tuned/model.safetensors").is_file()
 
 
 def test_second_repro_runs_no_stage(repo):
@@ -87,5 +87,5 @@ def test_bad_parameter_fails_with_one_line(repo):
     assert errors == ["embedtune train: error: params.yaml: train.lr must be > 0, got -1.0"]
     assert "Traceback" not in proc.stderr
     # DVC removed the stage's outputs before running it; its cache still holds them.
-    run_cli(["dvc", "checkout", "models/adapter"], repo)
-    assert (repo / "models/adapter/model.safetensors").is_file()
+    run_cli(["dvc", "checkout", "models/tuned"], repo)
+    assert (repo / "models/tuned/model.safetensors").is_file()

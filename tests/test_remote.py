@@ -29,7 +29,7 @@ from tests.test_pipeline import SHRUNK
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
 EXP = "shared-run"
-ADAPTER = "models/adapter/model.safetensors"
+ADAPTER = "models/tuned/model.safetensors"
 EVAL = "metrics/eval.json"
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_experiment_pulled_into_a_fresh_clone_is_byte_identical(pushed):
 def _adapter_object_key(clone: Path) -> str:
     """S3 key of the adapter's weights file, read from dvc.lock and the directory's manifest."""
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
-    (out,) = [o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/adapter"]
+    (out,) = [o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/tuned"]
     dir_md5 = out["md5"]
     manifest = clone / ".dvc/cache/files/md5" / dir_md5[:2] / dir_md5[2:]
     (entry,) = [e for e in json.loads(manifest.read_text()) if e["relpath"] == "model.safetensors"]
@@ -390,7 +390,7 @@ def test_tampered_object_on_the_remote_is_refused(pushed):
         proc = _run(pushed, ["dvc", "pull", "-v"], clone, check=False)
         assert proc.returncode != 0, proc.stdout + proc.stderr
         # `verify true`: the download is hashed, found corrupt and dropped (said only by -v);
-        # the user sees "Checkout failed for following targets: models/adapter".
+        # the user sees "Checkout failed for following targets: models/tuned".
         assert "corrupted cache file" in proc.stdout  # DVC logs DEBUG to stdout
         assert "Checkout failed" in proc.stderr
         assert not (clone / ADAPTER).exists() or (clone / ADAPTER).read_bytes() != bad

@@ -212,6 +212,7 @@ def test_save_and_load_adapter(trained, tmp_path):
     save_adapter(adapter, folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     assert json.loads((folder / "config.json").read_text()) == {
+        "method": "adapter_linear",
         "in_features": 16,
         "out_features": 16,
         "bias": True,

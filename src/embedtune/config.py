@@ -86,19 +86,37 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: Literal["adapter_linear"] = "adapter_linear"
+    method: Literal["adapter_linear", "adapter_2layer", "full"] = "adapter_linear"
+    # adapters (trained on cached embeddings; they transform query embeddings only)
     bias: bool = True
+    hidden_size: int = 1024  # adapter_2layer
+    residual: bool = True  # adapter_2layer: output = input + MLP(input)
+    # optimisation
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 0.01
     weight_decay: float = 0.01
     epochs: int = 4
     batch_size: int = 10
-    scale: float = 20.0
+    scale: float = 20.0  # inverse temperature of cosine scores in the ranking loss
+    warmup_ratio: float = 0.0  # full: fraction of steps with a linear learning-rate warm-up
+    # model selection on a held-out slice of the TRAINING questions (never validation)
+    holdout_fraction: float = 0.1  # of training chunks whose questions are held out
+    patience: int = 0  # epochs without held-out improvement before stopping (0 = run all)
+    # full fine-tune (sentence-transformers)
+    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
+    mini_batch_size: int = 32  # cached_mnrl: examples per forward pass
+    matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 256, 128, 64]
+    hard_negatives: int = 0  # mined with the base model per question (0 = in-batch only)
+    hard_negative_ranks: list[int] = field(default_factory=lambda: [3, 30])  # [first, last]
+    max_seq_length: int | None = None  # full: truncate texts to this many tokens
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    top_k: int = 5
+    k: list[int] = field(default_factory=lambda: [1, 3, 5, 10])  # cut-offs for hit rate/recall
+    bootstrap: int = 1000  # paired bootstrap resamples for the tuned - base interval
+    confidence: float = 0.95  # of that interval
+    benchmarks: list[str] = field(default_factory=list)  # folders in BEIR layout
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,21 @@ def validate(p: Params, path: Path | str = PARAMS_FILE) -> None:
         (p.train.epochs > 0, "train.epochs must be > 0"),
         (p.train.batch_size > 1, "train.batch_size must be > 1 (in-batch negatives)"),
         (p.train.scale > 0, "train.scale must be > 0"),
-        (p.eval.top_k > 0, "eval.top_k must be > 0"),
+        (p.train.hidden_size > 0, "train.hidden_size must be > 0"),
+        (0 <= p.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (0 <= p.train.holdout_fraction < 1, "train.holdout_fraction must be in [0, 1)"),
+        (p.train.patience >= 0, "train.patience must be >= 0"),
+        (p.train.mini_batch_size > 0, "train.mini_batch_size must be > 0"),
+        (all(d > 0 for d in p.train.matryoshka_dims), "train.matryoshka_dims must be > 0"),
+        (p.train.hard_negatives >= 0, "train.hard_negatives must be >= 0"),
+        (
+            len(p.train.hard_negative_ranks) == 2
+            and 1 <= p.train.hard_negative_ranks[0] <= p.train.hard_negative_ranks[1],
+            "train.hard_negative_ranks must be [first, last] with 1 <= first <= last",
+        ),
+        (bool(p.eval.k) and all(k > 0 for k in p.eval.k), "eval.k must list cut-offs > 0"),
+        (p.eval.bootstrap >= 0, "eval.bootstrap must be >= 0"),
+        (0 < p.eval.confidence < 1, "eval.confidence must be in (0, 1)"),
     ]
     for ok, message in checks:
         if not ok:

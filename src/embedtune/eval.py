@@ -16,7 +16,7 @@ from embedtune import io
 from embedtune.config import load_params
 from embedtune.embed import SplitEmbeddings, load_dataset, load_embeddings
 from embedtune.errors import EmbedtuneError, run_stage
-from embedtune.train import load_adapter
+from embedtune.tuned import load_tuned
 
 
 def gold_ranks(
@@ -62,7 +62,7 @@ def main() -> None:
     params = load_params()
     emb = load_embeddings(io.EMBEDDINGS_DIR / "validation.safetensors")
     relevant = load_dataset("validation")["relevant_docs"]
-    metrics = evaluate(emb, relevant, load_adapter(io.ADAPTER_DIR), params.eval.top_k)
+    metrics = evaluate(emb, relevant, load_tuned(io.TUNED_DIR).adapter, max(params.eval.k))
     io.write_json(io.METRICS_DIR / "eval.json", metrics)
     print_table(metrics)
 

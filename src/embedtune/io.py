@@ -15,7 +15,7 @@ MANIFEST = Path("data/manifest.json")
 CHUNKS_DIR = Path("data/chunks")
 QA_DIR = Path("data/qa")
 EMBEDDINGS_DIR = Path("data/embeddings")
-ADAPTER_DIR = Path("models/adapter")
+TUNED_DIR = Path("models/tuned")
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
 

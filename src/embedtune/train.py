@@ -5,7 +5,7 @@ Usage: python -m embedtune.train   (reads params.yaml; run by `dvc repro`)
 The adapter maps query embeddings only (documents keep their base embeddings, so an existing
 index need not be rebuilt), as LlamaIndex's `LinearAdapterEmbeddingModel` does. Loss: multiple
 negatives ranking over the distinct chunks of a shuffled batch, so two questions of one chunk are
-never scored as each other's negatives. Saves models/adapter/{model.safetensors,config.json}.
+never scored as each other's negatives. Saves models/tuned/{model.safetensors,config.json}.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class LinearAdapter(nn.Module):
 
     def config(self) -> dict:
         return {
+            "method": "adapter_linear",
             "in_features": self.in_features,
             "out_features": self.out_features,
             "bias": self.bias,
@@ -162,8 +163,8 @@ def main() -> None:
             live.next_step()
 
         adapter = train_adapter(emb, load_dataset("train"), params.train, params.seed, log_step)
-    save_adapter(adapter, io.ADAPTER_DIR)
-    print(f"adapter {adapter.in_features}x{adapter.out_features} saved to {io.ADAPTER_DIR}")
+    save_adapter(adapter, io.TUNED_DIR)
+    print(f"adapter {adapter.in_features}x{adapter.out_features} saved to {io.TUNED_DIR}")
 
 
 if __name__ == "__main__":
