@@ -6,6 +6,7 @@ Runs the cpu preset shrunk to a few chunks per split, so the whole module takes 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,27 @@ def test_bad_parameter_fails_with_one_line(repo):
     # DVC removed the stage's outputs before running it; its cache still holds them.
     run_cli(["dvc", "checkout", "models/tuned"], repo)
     assert (repo / "models/tuned/model.safetensors").is_file()
+
+
+def test_queued_lr_sweep_reuses_shared_stages(repo):
+    sweep = [*SHRUNK, "-S", "train.lr=0.01,0.003"]
+    run_cli(["dvc", "exp", "run", "--queue", *sweep], repo)
+    run_cli(["dvc", "queue", "start", "-j", "1"], repo)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run_cli(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    run_cli(["dvc", "queue", "stop", "--kill"], repo, check=False)
+    tasks = [line.split() for line in status.splitlines()[1:] if line.strip()]
+    done = [t for t in tasks if "Success" in t]
+    assert len(done) == 2, status
+    for task in done:
+        log = run_cli(["dvc", "queue", "logs", task[0]], repo).stdout
+        # The run-cache restores what the sweep shares; only train and eval run per experiment.
+        for stage in UPSTREAM:
+            assert f"Running stage '{stage}'" not in log, log
+        assert "Running stage 'train'" in log
+    shown = run_cli(["dvc", "exp", "show", "--json"], repo).stdout
+    assert '"lr": 0.003' in shown and '"lr": 0.01' in shown
