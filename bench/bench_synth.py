@@ -64,15 +64,20 @@ def run_reference(chat, chunks, template: str, num_questions: int, workdir: Path
     )
     started = time.perf_counter()
     generate_qa_embedding_pairs(
-        nodes, as_llamaindex_llm(chat, tokens), reference_template, num_questions,
-        output_path=str(workdir / "reference.json"), verbose=False,
+        nodes,
+        as_llamaindex_llm(chat, tokens),
+        reference_template,
+        num_questions,
+        output_path=str(workdir / "reference.json"),
+        verbose=False,
     )
     return time.perf_counter() - started, sum(tokens)
 
 
 def run_ours(chat, chunks, params, batch_size: int):
-    prompts = [build_prompt(params.synth.prompt, c["text"], params.synth.num_questions)
-               for c in chunks]
+    prompts = [
+        build_prompt(params.synth.prompt, c["text"], params.synth.num_questions) for c in chunks
+    ]
     started = time.perf_counter()
     answers, _ = answer_all(
         prompts, chat.generate, batch_size, lambda p: answer_key(params.llm, params.seed, p)
@@ -100,12 +105,18 @@ def main() -> None:
         )
         our_s, our_tokens = run_ours(chat, chunks, params, args.batch_size)
 
-    print(f"model {params.llm.model} {params.llm.gguf_file or ''}, {len(chunks)} chunks, "
-          f"{params.synth.num_questions} questions per chunk, batch size {args.batch_size}")
-    print(f"reference generate_qa_embedding_pairs: {ref_s:7.1f} s  {ref_tokens:6d} tokens  "
-          f"{ref_tokens / ref_s:6.1f} tokens/s")
-    print(f"embedtune batched synth:               {our_s:7.1f} s  {our_tokens:6d} tokens  "
-          f"{our_tokens / our_s:6.1f} tokens/s")
+    print(
+        f"model {params.llm.model} {params.llm.gguf_file or ''}, {len(chunks)} chunks, "
+        f"{params.synth.num_questions} questions per chunk, batch size {args.batch_size}"
+    )
+    print(
+        f"reference generate_qa_embedding_pairs: {ref_s:7.1f} s  {ref_tokens:6d} tokens  "
+        f"{ref_tokens / ref_s:6.1f} tokens/s"
+    )
+    print(
+        f"embedtune batched synth:               {our_s:7.1f} s  {our_tokens:6d} tokens  "
+        f"{our_tokens / our_s:6.1f} tokens/s"
+    )
     print(f"speedup={ref_s / our_s:.2f}")
 
 

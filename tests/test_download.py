@@ -11,9 +11,17 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
-from embedtune.config import DataConfig, Source
-from embedtune.download import download_all, fetch, pydoc_pdf
+from embedtune.config import DataConfig, Source, load_params
+from embedtune.download import (
+    LOCAL_EXTENSIONS,
+    download_all,
+    fetch,
+    local_documents,
+    pydoc_pdf,
+    split_local,
+)
 from embedtune.errors import EmbedtuneError
 
 PAYLOAD = b"%PDF-1.4 not really a pdf, but bytes are bytes\n" * 100
@@ -198,3 +206,184 @@ def test_unknown_pydoc_topic(tmp_path):
     with pytest.raises(EmbedtuneError, match="'bad.pdf': unknown pydoc topic 'no-such-topic'"):
         fetch(source, tmp_path / "bad.pdf", timeout_s=10)
     assert files_in(tmp_path) == []
+
+
+# --- data.local_dir: a folder of documents split by file ---------------------------------------
+
+
+def make_docx(path: Path, paragraphs: list[str]) -> None:
+    """A minimal Word document: the three parts a .docx reader needs."""
+    import zipfile
+
+    ns = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
+    main = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org'
+            '/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.'
+            'openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="'
+            f'application/xml"/><Override PartName="/word/document.xml" ContentType="{main}"/>'
+            "</Types>",
+        )
+        z.writestr(
+            "_rels/.rels",
+            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+            'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" '
+            f'Type="{rel}" Target="word/document.xml"/></Relationships>',
+        )
+        z.writestr(
+            "word/document.xml",
+            f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{ns}"><w:body>{body}'
+            "</w:body></w:document>",
+        )
+
+
+@pytest.fixture
+def documents(tmp_path) -> Path:
+    """One document of every supported type, one in a subfolder, plus files to be skipped."""
+    folder = tmp_path / "docs"
+    (folder / "guide").mkdir(parents=True)
+    (folder / "loops.pdf").write_bytes(pydoc_pdf("loops.pdf", ["for"]))
+    (folder / "notes.txt").write_text("Lists are mutable sequences. Tuples are not.\n")
+    (folder / "guide" / "dicts.md").write_text("# Dicts\n\nA dict maps keys to values.\n")
+    (folder / "sets.html").write_text("<html><body><p>A set holds unique items.</p></body></html>")
+    make_docx(folder / "strings.docx", ["Strings are immutable.", "They support slicing."])
+    (folder / "image.png").write_bytes(b"\x89PNG not a document we read")
+    (folder / ".hidden.txt").write_text("editor backup")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD.txt").write_text("not a document")
+    return folder
+
+
+ALL_DOCS = ["guide/dicts.md", "loops.pdf", "notes.txt", "sets.html", "strings.docx"]
+
+
+def test_local_documents_sorted_supported_and_visible(documents):
+    assert local_documents(documents) == ALL_DOCS
+
+
+def test_local_documents_missing_folder(tmp_path):
+    with pytest.raises(EmbedtuneError, match=r"data\.local_dir: .*nowhere is not a folder") as e:
+        local_documents(tmp_path / "nowhere")
+    assert "\n" not in str(e.value)
+
+
+def test_local_documents_without_documents(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "photo.jpg").write_bytes(b"jpeg")
+    with pytest.raises(EmbedtuneError, match=r"data\.local_dir: .*empty holds no \.pdf, \.txt"):
+        local_documents(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("n", "fraction", "validating"), [(2, 0.2, 1), (10, 0.2, 2), (3, 0.9, 2)])
+def test_split_local_sizes(n, fraction, validating):
+    names = [f"doc{i:02d}.pdf" for i in range(n)]
+    split = split_local(names, fraction)
+    assert len(split["validation"]) == validating
+    assert sorted(split["train"] + split["validation"]) == names
+    assert split["train"] == sorted(split["train"])
+    assert split["validation"] == sorted(split["validation"])
+
+
+def test_split_local_depends_on_names_only():
+    names = [f"report-{i}.pdf" for i in range(20)]
+    split = split_local(names, 0.25)
+    assert split_local(list(reversed(names)), 0.25) == split
+    # One more document moves at most one other across.
+    grown = split_local([*names, "report-new.pdf"], 0.25)
+    moved = set(split["validation"]) ^ (set(grown["validation"]) - {"report-new.pdf"})
+    assert len(moved) <= 1
+
+
+def test_split_local_needs_two_documents():
+    with pytest.raises(EmbedtuneError, match="at least 2 documents .* found 1: only.pdf"):
+        split_local(["only.pdf"], 0.2)
+
+
+def test_download_all_from_local_dir(documents, tmp_path):
+    raw = tmp_path / "raw"
+    data = DataConfig(train=[], validation=[], local_dir=str(documents), validation_fraction=0.4)
+    manifest = download_all(data, raw)
+    split = split_local(ALL_DOCS, 0.4)
+    for name in ("train", "validation"):
+        assert [r["name"] for r in manifest[name]] == split[name]
+        for record in manifest[name]:
+            source = documents / record["name"]
+            assert (raw / name / record["name"]).read_bytes() == source.read_bytes()
+            assert record["url"] == str(source)
+            assert record["size"] == source.stat().st_size
+            assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert files_in(tmp_path) == ["docs", "raw"]
+
+
+def test_download_all_from_missing_local_dir_keeps_raw(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "train").mkdir(parents=True)
+    data = DataConfig(train=[], validation=[], local_dir=str(tmp_path / "gone"))
+    with pytest.raises(EmbedtuneError, match="gone is not a folder"):
+        download_all(data, raw)
+    assert files_in(raw) == ["train"]
+
+
+def test_every_local_type_is_read_offline(documents, tmp_path):
+    """What download copies, the chunk stage's reader reads: PDF, txt, md, html and docx."""
+    from embedtune.chunk import read_documents
+
+    download_all(DataConfig(train=[], validation=[], local_dir=str(documents)), tmp_path / "raw")
+    texts: dict[str, str] = {}
+    for split in ("train", "validation"):
+        for doc in read_documents(tmp_path / "raw" / split, list(LOCAL_EXTENSIONS)):
+            name = doc.metadata["file_name"]
+            texts[name] = texts.get(name, "") + doc.text
+    assert sorted(texts) == ["dicts.md", "loops.pdf", "notes.txt", "sets.html", "strings.docx"]
+    assert "for" in texts["loops.pdf"]
+    assert "Strings are immutable." in texts["strings.docx"]
+    assert "A set holds unique items." in texts["sets.html"]
+
+
+# --- data=local in the configuration -----------------------------------------------------------
+
+
+def composed(tmp_path: Path, root: Path, overrides: list[str]) -> dict:
+    from embedtune.compose import compose
+
+    compose(overrides, conf_dir=root / "conf", output=tmp_path / "params.yaml")
+    return yaml.safe_load((tmp_path / "params.yaml").read_text())
+
+
+def test_data_local_preset_composes_and_validates(tmp_path, root):
+    raw = composed(tmp_path, root, ["experiment=cpu", "data=local", "data.local_dir=/srv/docs"])
+    assert raw["data"]["train"] == [] and raw["data"]["validation"] == []
+    assert raw["data"]["local_dir"] == "/srv/docs"
+    params = load_params(tmp_path / "params.yaml")
+    assert params.data.local_dir == "/srv/docs"
+    assert 0 < params.data.validation_fraction < 1
+
+
+def test_data_local_preset_sets_chunk_extensions(tmp_path, root):
+    raw = composed(tmp_path, root, ["data=local"])
+    assert raw["chunk"]["extensions"] == list(LOCAL_EXTENSIONS)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            {"train": [{"name": "a.pdf", "url": "a.pdf"}]},
+            r"data\.local_dir replaces data\.train and data\.validation",
+        ),
+        ({"validation_fraction": 1.0}, r"data\.validation_fraction must be in \(0, 1\), got 1\.0"),
+        ({"validation_fraction": 0}, r"data\.validation_fraction must be in \(0, 1\)"),
+        ({"local_dir": ""}, r"data\.local_dir must name a folder"),
+        ({"local_dir": None}, r"data\.train must list at least one document"),
+    ],
+)
+def test_data_local_validation(tmp_path, root, edit, expected):
+    raw = composed(tmp_path, root, ["data=local"])
+    raw["data"].update(edit)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(EmbedtuneError, match=expected):
+        load_params(tmp_path / "params.yaml")

@@ -37,7 +37,7 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
     for model in ("base", "tuned"):
         assert metrics[model]["queries"] > 0
         assert 0.0 <= metrics[model]["hit_rate@5"] <= 1.0
-        assert 0.0 <= metrics[model]["mrr@5"] <= metrics[model]["hit_rate@5"]
+        assert 0.0 <= metrics[model]["mrr@10"] <= metrics[model]["hit_rate@10"]
     shown = run_cli(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "hit_rate@5" in shown
     assert (repo / "models/tuned/model.safetensors").is_file()

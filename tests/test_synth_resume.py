@@ -55,8 +55,12 @@ def test_sigkill_then_repro_loses_nothing_and_repeats_nothing(repo):
     env = cli_env(repo / "src")
     cache = Path(env["EMBEDTUNE_CACHE_DIR"]) / "synth"
     proc = subprocess.Popen(
-        ["dvc", "repro", "synth"], cwd=repo, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["dvc", "repro", "synth"],
+        cwd=repo,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     while cached_answers(cache) < 4 and proc.poll() is None and time.monotonic() < deadline:

@@ -30,9 +30,12 @@ class Source:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: list[Source]
-    validation: list[Source]
+    train: list[Source]  # empty when local_dir is set
+    validation: list[Source]  # empty when local_dir is set
     timeout_s: float = 60.0
+    # A folder of documents instead of listed sources, split into train and validation by file
+    local_dir: str | None = None  # PDF, txt, md, html and docx files (subfolders included)
+    validation_fraction: float = 0.2  # share of local_dir's files that validate (at least one)
 
 
 @dataclass(frozen=True)
@@ -204,9 +207,19 @@ def _coerce(hint: Any, value: Any, key: str, path: Path) -> Any:
 
 def validate(p: Params, path: Path | str = PARAMS_FILE) -> None:
     """Check value ranges and relations that types alone cannot express."""
+    local = p.data.local_dir is not None
     checks = [
-        (bool(p.data.train), "data.train must list at least one document"),
-        (bool(p.data.validation), "data.validation must list at least one document"),
+        (local or bool(p.data.train), "data.train must list at least one document"),
+        (local or bool(p.data.validation), "data.validation must list at least one document"),
+        (
+            not local or not (p.data.train or p.data.validation),
+            "data.local_dir replaces data.train and data.validation: leave those empty",
+        ),
+        (not local or bool(p.data.local_dir), "data.local_dir must name a folder"),
+        (
+            0 < p.data.validation_fraction < 1,
+            f"data.validation_fraction must be in (0, 1), got {p.data.validation_fraction}",
+        ),
         (p.data.timeout_s > 0, "data.timeout_s must be > 0"),
         (p.chunk.chunk_size > 0, "chunk.chunk_size must be > 0"),
         (p.chunk.chunk_overlap >= 0, "chunk.chunk_overlap must be >= 0"),
@@ -253,6 +266,37 @@ def validate(p: Params, path: Path | str = PARAMS_FILE) -> None:
             len(p.train.hard_negative_ranks) == 2
             and 1 <= p.train.hard_negative_ranks[0] <= p.train.hard_negative_ranks[1],
             "train.hard_negative_ranks must be [first, last] with 1 <= first <= last",
+        ),
+        (
+            len(p.train.hard_negative_ranks) != 2
+            or p.train.hard_negatives
+            <= p.train.hard_negative_ranks[1] - p.train.hard_negative_ranks[0] + 1,
+            f"train.hard_negatives ({p.train.hard_negatives}) must fit in the rank window "
+            f"train.hard_negative_ranks {p.train.hard_negative_ranks}",
+        ),
+        (
+            p.train.max_seq_length is None or p.train.max_seq_length > 0,
+            "train.max_seq_length must be > 0 (or null for the model's own limit)",
+        ),
+        (
+            p.train.patience == 0 or p.train.holdout_fraction > 0,
+            "train.patience needs held-out questions: set train.holdout_fraction > 0",
+        ),
+        (
+            p.train.method != "full" or p.train.optimizer == "adamw",
+            "train.optimizer must be adamw for train.method=full (the trainer's optimiser)",
+        ),
+        (
+            p.train.method == "full"
+            or (
+                p.train.loss == "mnrl"
+                and not p.train.matryoshka_dims
+                and p.train.hard_negatives == 0
+                and p.train.max_seq_length is None
+                and p.train.warmup_ratio == 0
+            ),
+            "train.loss, matryoshka_dims, hard_negatives, max_seq_length and warmup_ratio "
+            f"apply to train.method=full only (train.method is {p.train.method})",
         ),
         (bool(p.eval.k) and all(k > 0 for k in p.eval.k), "eval.k must list cut-offs > 0"),
         (p.eval.bootstrap >= 0, "eval.bootstrap must be >= 0"),

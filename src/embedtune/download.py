@@ -4,7 +4,8 @@ Usage: python -m embedtune.download   (reads params.yaml; run by `dvc repro`)
 
 Writes one file per source and data/manifest.json with url, size and sha256 of each. A source is
 an http(s):// or file:// URL, a local path, or a list of Python language reference topics
-rendered into a PDF.
+rendered into a PDF. With `data.local_dir` (`data=local`) the documents of that folder are copied
+instead, split into train and validation by file (`split_local`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from embedtune.pdf import render_pdf
 
 USER_AGENT = "embedtune/0.1 (+https://dvc.org; document download stage)"
 _BLOCK = 1 << 20
+LOCAL_EXTENSIONS = (".pdf", ".txt", ".md", ".html", ".docx")  # what data.local_dir may hold
 
 
 def pydoc_pdf(name: str, topics: list[str]) -> bytes:
@@ -84,14 +86,59 @@ def fetch(source: Source, dest: Path, timeout_s: float) -> dict:
     return {"name": source.name, "url": url, "size": size, "sha256": sha256}
 
 
+def local_documents(folder: Path) -> list[str]:
+    """Sorted paths (relative, with /) of the documents under `folder`; hidden files skipped."""
+    if not folder.is_dir():
+        raise EmbedtuneError(f"data.local_dir: {folder} is not a folder")
+    names = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in LOCAL_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not names:
+        raise EmbedtuneError(
+            f"data.local_dir: {folder} holds no {', '.join(LOCAL_EXTENSIONS)} files"
+        )
+    return names
+
+
+def split_local(names: list[str], validation_fraction: float) -> dict[str, list[str]]:
+    """Split documents by file: the round(fraction * n) names with the smallest sha256 validate.
+
+    Depends on the names only, never on the order files were found or their dates; adding a
+    document moves at most one other across. At least one file lands on each side.
+    """
+    if len(names) < 2:
+        raise EmbedtuneError(
+            f"data.local_dir needs at least 2 documents (one to train, one to validate), "
+            f"found {len(names)}: {', '.join(names)}"
+        )
+    count = min(max(1, round(validation_fraction * len(names))), len(names) - 1)
+    ranked = sorted(names, key=lambda n: (hashlib.sha256(n.encode()).hexdigest(), n))
+    validation = set(ranked[:count])
+    return {
+        "train": sorted(n for n in names if n not in validation),
+        "validation": sorted(validation),
+    }
+
+
+def _sources(data: DataConfig) -> dict[str, list[Source]]:
+    if data.local_dir is None:
+        return {split: getattr(data, split) for split in io.SPLITS}
+    folder = Path(data.local_dir).expanduser()
+    split = split_local(local_documents(folder), data.validation_fraction)
+    return {s: [Source(name=n, url=str(folder / n)) for n in split[s]] for s in io.SPLITS}
+
+
 def download_all(data: DataConfig, raw_dir: Path) -> dict[str, list[dict]]:
     """Fetch every source of both splits; return the manifest. Nothing is kept on failure."""
     staging = raw_dir.with_name(raw_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     manifest = {}
     try:
-        for split in io.SPLITS:
-            sources = getattr(data, split)
+        for split, sources in _sources(data).items():
             manifest[split] = [fetch(s, staging / split / s.name, data.timeout_s) for s in sources]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,9 @@
-"""Print base vs tuned figures from metrics/eval.json as a table.
+"""Print base vs tuned figures from metrics/eval.json as a compact table.
 
 Usage: python -m embedtune.report [metrics/eval.json]
+
+When metrics/eval_delta.json lies beside it, the tuned - base row also shows the paired
+bootstrap interval of each difference.
 """
 
 from __future__ import annotations
@@ -12,21 +15,39 @@ from pathlib import Path
 from embedtune import io
 from embedtune.errors import EmbedtuneError, run_stage
 
+COLUMNS = ("hit_rate@1", "hit_rate@5", "hit_rate@10", "mrr@10", "ndcg@10")
 
-def print_table(metrics: dict[str, dict]) -> None:
+
+def print_table(metrics: dict[str, dict], delta: dict[str, dict] | None = None) -> None:
+    """One row per metric: base, tuned, tuned - base and, when `delta` has it, its interval.
+
+    Metrics missing from `metrics` (say an older eval.json) are left out.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    names = [k for k in metrics["base"] if k != "queries"]
-    table = Table(title=f"validation split, {metrics['base']['queries']} held-out queries")
-    table.add_column("model")
+    names = [n for n in COLUMNS if n in metrics["base"]]
+    if not names:  # an eval.json from before these metrics: show what it has
+        names = [n for n in metrics["base"] if n != "queries"]
+    delta = delta or {}
+    interval = any(delta.get(n, {}).get("low") is not None for n in names)
+    queries = metrics["base"].get("queries", "?")
+    table = Table(title=f"validation split, {queries} held-out queries")
+    for column in ("metric", "base", "tuned", "tuned - base"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    if interval:
+        table.add_column("interval", justify="right")
     for name in names:
-        table.add_column(name, justify="right")
-    for model in ("base", "tuned"):
-        table.add_row(model, *(f"{metrics[model][n]:.4f}" for n in names))
-    table.add_row(
-        "tuned - base", *(f"{metrics['tuned'][n] - metrics['base'][n]:+.4f}" for n in names)
-    )
+        base, tuned = metrics["base"][name], metrics["tuned"][name]
+        diff = delta.get(name, {}).get("diff", tuned - base)
+        row = [name, f"{base:.4f}", f"{tuned:.4f}", f"{diff:+.4f}"]
+        if interval:
+            d = delta.get(name, {})
+            low, high = d.get("low"), d.get("high")
+            row.append("-" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]")
+        table.add_row(*row)
+    if interval:
+        table.caption = "interval: paired bootstrap over the queries"
     Console().print(table)
 
 
@@ -34,7 +55,9 @@ def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else io.METRICS_DIR / "eval.json"
     if not path.is_file():
         raise EmbedtuneError(f"{path} not found: run `make demo` or `dvc exp run` first")
-    print_table(json.loads(path.read_text()))
+    delta_path = path.with_name("eval_delta.json")
+    delta = json.loads(delta_path.read_text()) if delta_path.is_file() else None
+    print_table(json.loads(path.read_text()), delta)
 
 
 if __name__ == "__main__":
