@@ -51,3 +51,6 @@ dagshub: setup  ## point git and DVC at DagsHub: make dagshub REPO=OWNER/REPO (t
 
 bench-eval: setup  ## our eval vs LlamaIndex retriever evaluation (same model, data); last line speedup=
 	$(RUN) python bench/bench_eval.py
+
+bench-train: setup  ## adapter training vs LlamaIndex EmbeddingAdapterFinetuneEngine (same model, data); last line speedup=
+	$(RUN) python bench/bench_train.py
