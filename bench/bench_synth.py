@@ -1,6 +1,6 @@
 """Question generation: our batched synth against LlamaIndex's `generate_qa_embedding_pairs`.
 
-Usage: python bench/bench_synth.py [--chunks 16] [--batch-size 8] [--preset cpu]
+Usage: python bench/bench_synth.py [--chunks 16] [--batch-size 16] [--preset cpu]
 
 Same model (one loaded instance), same chunks, same prompt, same number of questions: the
 reference calls the LLM once per chunk through a LlamaIndex LLM wrapper, ours generates in
@@ -89,7 +89,7 @@ def run_ours(chat, chunks, params, batch_size: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--preset", default="cpu", help="experiment preset (conf/experiment)")
     args = parser.parse_args()
 
