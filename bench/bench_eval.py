@@ -49,8 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from embedtune.chunk import read_documents, split_documents  # noqa: E402
-from embedtune.compose import compose  # noqa: E402
-from embedtune.config import load_params  # noqa: E402
+from embedtune.compose import composed_params  # noqa: E402
 from embedtune.download import pydoc_pdf  # noqa: E402
 from embedtune.embed import embed_texts, load_encoder  # noqa: E402
 from embedtune.eval import cosine_scores, hit_rate, mrr, rank_relevant, relevance_matrix  # noqa: E402
@@ -220,8 +219,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        compose([f"experiment={args.preset}"], output=workdir / "params.yaml")
-        params = load_params(workdir / "params.yaml")
+        params = composed_params([f"experiment={args.preset}"], workdir)
         if args.dataset.is_file():
             dataset, source = json.loads(args.dataset.read_text()), str(args.dataset)
         else:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from embedtune.answers import answer_all, answer_key
 from embedtune.chunk import read_documents, split_documents
-from embedtune.compose import compose
-from embedtune.config import load_params
+from embedtune.compose import composed_params
 from embedtune.download import download_all
 from embedtune.llm import Generation, make_chat
 from embedtune.synth import build_prompt
@@ -95,8 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        compose([f"experiment={args.preset}"], output=workdir / "params.yaml")
-        params = load_params(workdir / "params.yaml")
+        params = composed_params([f"experiment={args.preset}"], workdir)
         chunks = benchmark_chunks(params, args.chunks, workdir)
         chat = make_chat(params.llm, params.seed).load()
         chat.generate(["Say hello."])  # warm-up, outside both timings

@@ -32,6 +32,14 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARA
         raise EmbedtuneError(f"cannot compose {conf_dir}/ with {overrides}: {first_line}") from None
 
 
+def composed_params(overrides: list[str], folder: Path):
+    """Compose `overrides` into `folder/params.yaml` and return it loaded (for benchmarks)."""
+    from embedtune.config import load_params
+
+    compose(overrides, output=folder / "params.yaml")
+    return load_params(folder / "params.yaml")
+
+
 def main() -> None:
     compose(sys.argv[1:])
     print(f"wrote {PARAMS_FILE}")
