@@ -1,6 +1,6 @@
 """Question generation: our batched synth against LlamaIndex's `generate_qa_embedding_pairs`.
 
-Usage: python bench/bench_synth.py [--chunks 16] [--batch-size 16] [--preset cpu]
+Usage: python bench/bench_synth.py [--chunks 48] [--batch-size 24] [--preset cpu] [OVERRIDE ...]
 
 Same model (one loaded instance), same chunks, same prompt, same number of questions: the
 reference calls the LLM once per chunk through a LlamaIndex LLM wrapper, ours generates in
@@ -87,14 +87,15 @@ def run_ours(chat, chunks, params, batch_size: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--chunks", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--preset", default="cpu", help="experiment preset (conf/experiment)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. llm.dtype=bfloat16")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        params = composed_params([f"experiment={args.preset}"], workdir)
+        params = composed_params([f"experiment={args.preset}", *args.overrides], workdir)
         chunks = benchmark_chunks(params, args.chunks, workdir)
         chat = make_chat(params.llm, params.seed).load()
         chat.generate(["Say hello."])  # warm-up, outside both timings

@@ -8,7 +8,7 @@ from pydoc_data.topics import topics
 
 import pytest
 
-from embedtune.chunk import node_id, read_documents, split_documents
+from embedtune.chunk import html_text, node_id, read_documents, split_documents
 from embedtune.config import ChunkConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.pdf import render_pdf
@@ -115,3 +115,26 @@ def test_missing_folder_names_folder(tmp_path):
     folder = tmp_path / "absent"
     with pytest.raises(EmbedtuneError, match=re.escape(str(folder))):
         read_documents(folder, [".pdf"])
+
+
+def test_html_text_keeps_visible_text_only():
+    page = """<!doctype html><html><head><title>Sets</title><style>p {color: red}</style>
+    <script>var hidden = "tracking code";</script></head>
+    <body><!-- nav --><h1>Sets</h1><p>A set holds   <b>unique</b>
+    items.</p><noscript>Enable JavaScript</noscript><ul><li>add()</li><li>discard()</li></ul>
+    </body></html>"""
+    assert html_text(page) == "Sets\nA set holds unique items.\nadd()\ndiscard()"
+
+
+def test_html_chunks_do_not_depend_on_the_folder(tmp_path):
+    page = "<html><body><p>" + "Sets hold unique items. " * 200 + "</p></body></html>"
+    cfg = ChunkConfig(chunk_size=64, chunk_overlap=8, extensions=[".html"])
+    chunks = []
+    for name in ("a", "a-much-longer-folder-name-than-the-first"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "sets.html").write_text(page)
+        chunks.append(split_documents(read_documents(folder, cfg.extensions), cfg))
+    assert len(chunks[0]) > 1
+    assert chunks[0] == chunks[1]
+    assert "<p>" not in chunks[0][0]["text"]

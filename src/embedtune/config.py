@@ -58,6 +58,8 @@ class LLMConfig:
     temperature: float = 0.0
     max_input_tokens: int = 1024
     chat_template: str | None = None  # Jinja template for a model whose tokenizer has none
+    # static: the KV cache is allocated once per batch instead of grown (copied) every token
+    kv_cache: Literal["static", "dynamic"] = "static"
     # backend: openai (any OpenAI-compatible server: vLLM, TGI, llama.cpp, transformers serve)
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
@@ -83,6 +85,7 @@ class EmbedConfig:
     model: str = ""
     batch_size: int = 32
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA
     query_prefix: str = ""
     document_prefix: str = ""
 

@@ -3,8 +3,9 @@
 Usage: python -m embedtune.embed   (reads params.yaml; run by `dvc repro`)
 
 Writes data/embeddings/<split>.safetensors with tensors `queries` and `corpus` (L2-normalised
-float32 rows) and, in its metadata, the ids of the rows in order. `train` and `eval` read these,
-so changing a training parameter never re-embeds anything.
+float32 rows, whatever `embed.dtype` the model ran in) and, in its metadata, the ids of the rows
+in order. `train` and `eval` read these, so changing a training parameter never re-embeds
+anything.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from embedtune import io
 from embedtune.config import EmbedConfig, load_params
 from embedtune.errors import EmbedtuneError, run_stage
-from embedtune.models import pick_device, resolve_model
+from embedtune.models import encoder_dtype, pick_device, resolve_model
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,15 @@ class SplitEmbeddings:
     corpus: torch.Tensor
 
 
-def load_encoder(cfg: EmbedConfig):
+def load_encoder(cfg: EmbedConfig, for_training: bool = False):
+    """The base model on `embed.device` in `embed.dtype`; in float32 when it is to be trained
+    (mixed precision then comes from the trainer, see `train.mixed_precision`)."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(cfg.model, "embed.model")
-    return SentenceTransformer(path, device=pick_device(cfg.device, "embed.device"))
+    device = pick_device(cfg.device, "embed.device")
+    dtype = torch.float32 if for_training else encoder_dtype(cfg.dtype, device)
+    return SentenceTransformer(path, device=device, model_kwargs={"dtype": dtype})
 
 
 def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torch.Tensor:

@@ -123,6 +123,7 @@ class TransformersChat:
                 **enc,
                 max_new_tokens=cfg.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
+                cache_implementation=cfg.kv_cache,
                 **sampling,
             )
         new = out[:, enc["input_ids"].shape[1] :].cpu()

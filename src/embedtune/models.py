@@ -44,3 +44,12 @@ def pick_device(requested: str, key: str) -> str:
             "run `dvc exp run -S experiment=cpu` for the CPU preset"
         )
     return requested
+
+
+def encoder_dtype(requested: str, device: str):
+    """The torch dtype an embedding model runs in: `auto` is float16 on CUDA, float32 on CPU."""
+    import torch
+
+    if requested == "auto":
+        requested = "float16" if device == "cuda" else "float32"
+    return getattr(torch, requested)

@@ -35,6 +35,7 @@ from embedtune import io
 from embedtune.config import EmbedConfig, TrainConfig, load_params
 from embedtune.embed import SplitEmbeddings, embed_texts, load_dataset, load_embeddings
 from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.models import encoder_dtype
 
 HELDOUT_K = 10  # model selection metric: MRR@10 of the held-out questions
 StepLog = Callable[[int, float], None]  # (optimiser step, loss)
@@ -463,6 +464,15 @@ def heldout_evaluator(dataset: dict, held_ids: Sequence[str], embed: EmbedConfig
     )
 
 
+def mixed_precision(embed: EmbedConfig, device: str) -> dict[str, bool]:
+    """Trainer flags for `embed.dtype` on CUDA: weights stay float32, the math runs in half
+    precision. On a CPU training is float32 whatever the dtype."""
+    if device != "cuda":
+        return {}
+    dtype = encoder_dtype(embed.dtype, device)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
 def train_full(
     model,
     dataset: dict,
@@ -557,6 +567,7 @@ def train_full(
             report_to="none",
             disable_tqdm=True,
             use_cpu=model.device.type == "cpu",
+            **mixed_precision(embed, model.device.type),
         )
         trainer = _Trainer(
             model=model,
@@ -661,7 +672,7 @@ def main() -> None:
         if cfg.method == "full":
             from embedtune.embed import load_encoder
 
-            base = load_encoder(params.embed)
+            base = load_encoder(params.embed, for_training=True)
             model = train_full(base, dataset, cfg, params.embed, params.seed, log_step, log_epoch)
             save_full(model, io.TUNED_DIR)
         else:

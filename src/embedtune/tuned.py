@@ -19,7 +19,7 @@ from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.embed import embed_texts
 from embedtune.errors import EmbedtuneError
-from embedtune.models import pick_device
+from embedtune.models import encoder_dtype, pick_device
 
 
 class TunedModel(Protocol):
@@ -69,7 +69,8 @@ def load_full(folder: Path, embed: EmbedConfig | None = None) -> FullModel:
     from sentence_transformers import SentenceTransformer
 
     device = pick_device(embed.device if embed else "auto", "embed.device")
-    encoder = SentenceTransformer(str(folder), device=device)
+    dtype = encoder_dtype(embed.dtype if embed else "auto", device)
+    encoder = SentenceTransformer(str(folder), device=device, model_kwargs={"dtype": dtype})
     if embed is not None:
         return FullModel(encoder, embed.query_prefix, embed.document_prefix, embed.batch_size)
     prompts = encoder.prompts or {}
