@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from embedtune.answers import Failure
 from embedtune.config import LLMConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.llm import Generation, TransformersChat, ensure_chat_template, make_chat
@@ -260,14 +261,28 @@ def test_timeouts_count_as_failed_attempts():
     assert stub.hits == 2
 
 
-def test_client_errors_are_not_retried():
-    with stub_server(lambda hit, body: (400, {"error": {"message": "bad model"}}, 0)) as (
-        stub,
-        url,
-    ):
-        with pytest.raises(EmbedtuneError, match=r"failed: HTTP 400 \(bad model\)"):
-            fast_chat(http_cfg(url)).generate(["q"])
-    assert stub.hits == 1
+def test_a_refused_prompt_fails_alone_and_is_not_retried():
+    def script(hit, body):
+        if body["messages"][0]["content"] == "too long":
+            return 400, {"error": {"message": "context length exceeded"}}, 0
+        return 200, completion("fine"), 0
+
+    with stub_server(script) as (stub, url):
+        out = fast_chat(http_cfg(url)).generate(["q1", "too long", "q3"])
+    assert out[0] == out[2] == Generation("fine", 3)
+    assert out[1] == Failure("generation_error: HTTP 400 (context length exceeded)")
+    assert stub.hits == 3
+
+
+def test_a_reply_that_is_not_a_completion_fails_that_prompt():
+    def script(hit, body):
+        return 200, {"choices": []} if hit == 1 else completion("fine"), 0
+
+    with stub_server(script) as (stub, url):
+        out = fast_chat(http_cfg(url, concurrency=1)).generate(["q1", "q2"])
+    assert isinstance(out[0], Failure)
+    assert out[0].reason.startswith("generation_error: HTTP 200 but not a completion")
+    assert out[1] == Generation("fine", 3)
 
 
 def test_order_is_kept_and_concurrency_bounded():

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from embedtune.answers import Failure
 from embedtune.config import LLMConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.llm import Generation
@@ -140,8 +141,11 @@ class OpenAIChat:
             self.client.close()
             self.client = None
 
-    def generate(self, messages: list[str]) -> list[Generation]:
-        """Complete each message as a single user turn, `llm.concurrency` requests at a time."""
+    def generate(self, messages: list[str]) -> list[Generation | Failure]:
+        """Complete each message as a single user turn, `llm.concurrency` requests at a time.
+
+        A prompt the server refuses (a 4xx other than 401, 403 and 429) becomes a `Failure` for
+        that prompt alone; retries running out means the server is unwell, and fails them all."""
         if self.client is None:
             raise RuntimeError("OpenAIChat.load() must be called before generate()")
         if not messages:
@@ -157,7 +161,7 @@ class OpenAIChat:
                     f.cancel()
                 raise
 
-    def _complete(self, index: int, message: str, stop: threading.Event) -> Generation:
+    def _complete(self, index: int, message: str, stop: threading.Event) -> Generation | Failure:
         cfg = self.cfg
         url = f"{self.base_url}/chat/completions"
         body = chat_request(cfg, self.seed, message)
@@ -177,14 +181,14 @@ class OpenAIChat:
                     try:
                         return parse_completion(response.json())
                     except ValueError as err:
-                        raise EmbedtuneError(
-                            f"POST {url} answered HTTP 200 but not a chat completion: {err}"
-                        ) from None
+                        return Failure(f"generation_error: HTTP 200 but not a completion: {err}")
                 failure = f"HTTP {response.status_code} {self._detail(response)}".rstrip()
                 if response.status_code in (401, 403):
                     failure += f"; is the API key in ${cfg.api_key_env} (llm.api_key_env) right?"
-                if response.status_code not in RETRY_STATUSES:
                     raise EmbedtuneError(f"POST {url} failed: {failure}")
+                if response.status_code not in RETRY_STATUSES:
+                    # This prompt was refused (too long, say): the others go on.
+                    return Failure(f"generation_error: {failure}"[:200])
                 wait = retry_after_s(response.headers.get("retry-after"))
             if attempt + 1 == attempts or stop.is_set():
                 break
