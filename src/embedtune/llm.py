@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from embedtune.llm_http import OpenAIChat
 
 
+KEPT_TAIL_TOKENS = 128  # an over-long message keeps this much of its end: the instruction
+
+
 @dataclass(frozen=True)
 class Generation:
     text: str
@@ -99,17 +102,42 @@ class TransformersChat:
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
         )
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def fit_prompt(self, message: str) -> str:
+        """The rendered prompt within `llm.max_input_tokens`. An over-long message loses tokens
+        from its middle (the chunk text), so the instruction at its end and the assistant turn
+        that follows survive; cutting the rendered prompt's end would drop both."""
+        limit = self.cfg.max_input_tokens
+        rendered = self._render(message)
+        over = self.count_tokens(rendered) - limit
+        if over <= 0:
+            return rendered
+        ids = self.tokenizer(message, add_special_tokens=False)["input_ids"]
+        keep = len(ids) - over
+        while over > 0:
+            if keep < 2:
+                raise EmbedtuneError(
+                    f"llm.max_input_tokens={limit} leaves no room for the prompt; raise it"
+                )
+            tail = min(KEPT_TAIL_TOKENS, keep // 2)
+            head, end = ids[: keep - tail], ids[len(ids) - tail :]
+            decode = self.tokenizer.decode
+            rendered = self._render(f"{decode(head)} [...] {decode(end)}")
+            over = self.count_tokens(rendered) - limit
+            keep -= over + 1  # the cut can re-tokenize a little longer: shorten and try again
+        return rendered
+
     def generate(self, messages: list[str]) -> list[Generation]:
         """Complete one batch of user messages."""
         import torch
 
         cfg = self.cfg
         enc = self.tokenizer(
-            [self._render(m) for m in messages],
+            [self.fit_prompt(m) for m in messages],
             return_tensors="pt",
             padding=True,
-            truncation=True,
-            max_length=cfg.max_input_tokens,
             add_special_tokens=False,
         ).to(self.model.device)
         sampling = (

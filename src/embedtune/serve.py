@@ -155,8 +155,7 @@ class Batcher:
             job.done.set()
 
     def _count_tokens(self, message: str) -> int:
-        ids = self.chat.tokenizer(self.chat._render(message), add_special_tokens=False)["input_ids"]
-        return min(len(ids), self.chat.cfg.max_input_tokens)
+        return self.chat.count_tokens(self.chat.fit_prompt(message))
 
 
 def make_handler(batcher: Batcher, model_name: str, api_key: str, default_max_tokens: int):
