@@ -127,6 +127,7 @@ def run(inputs: Path, args: argparse.Namespace) -> None:
         device=device,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
+        compile=args.compile,
     )
     with tempfile.TemporaryDirectory(prefix="zephyr-shaped-") as tmp:
         started = time.perf_counter()
@@ -148,7 +149,8 @@ def run(inputs: Path, args: argparse.Namespace) -> None:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(
         f"{name}, zephyr-7b-beta shape{' (tiny)' if args.tiny else ''}, {cfg.quantization}, "
-        f"{cfg.max_new_tokens} new tokens per chunk, batch size {args.batch_size}"
+        f"{cfg.max_new_tokens} new tokens per chunk, batch size {args.batch_size}, "
+        f"compile {cfg.compile}"
     )
     print(
         f"reference, one call per chunk: {len(reference):4d} chunks {ref_s:7.1f} s "
@@ -175,6 +177,7 @@ def main() -> None:
     go.add_argument("--reference-chunks", type=int, default=16, help="timed one at a time")
     go.add_argument("--max-new-tokens", type=int, default=128)
     go.add_argument("--quantization", default="4bit", choices=["4bit", "8bit", "none"])
+    go.add_argument("--compile", action="store_true", help="llm.compile=true (torch.compile)")
     go.add_argument("--tiny", action="store_true", help="a 2-layer model on the CPU (smoke test)")
     args = parser.parse_args()
     if args.command == "prepare":

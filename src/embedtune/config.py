@@ -60,6 +60,9 @@ class LLMConfig:
     chat_template: str | None = None  # Jinja template for a model whose tokenizer has none
     # static: the KV cache is allocated once per batch instead of grown (copied) every token
     kv_cache: Literal["static", "dynamic"] = "static"
+    # torch.compile the decoding step (transformers does so with a static cache on CUDA unless
+    # told not to); every new batch shape compiles again, so it pays only on long runs
+    compile: bool = False
     # backend: openai (any OpenAI-compatible server: vLLM, TGI, llama.cpp, transformers serve)
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key

@@ -152,6 +152,7 @@ class TransformersChat:
                 max_new_tokens=cfg.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
                 cache_implementation=cfg.kv_cache,
+                disable_compile=not cfg.compile,
                 **sampling,
             )
         new = out[:, enc["input_ids"].shape[1] :].cpu()
