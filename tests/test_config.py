@@ -242,3 +242,32 @@ def test_error_names_the_file(tmp_path, base):
         load_modified(tmp_path, base, edit)
     assert str(info.value).startswith(str(tmp_path / "params.yaml"))
     assert "eval.k must list cut-offs > 0" in str(info.value)
+
+
+CONF = BASE_PARAMS.parent / "conf"
+OPTIONS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir()
+    if group.is_dir()
+    for option in group.glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_option_composes_and_validates(tmp_path, monkeypatch, group, option):
+    from embedtune.compose import composed_params
+
+    monkeypatch.chdir(BASE_PARAMS.parent)  # compose reads conf/ from the repository root
+    overrides = [f"{group}={option}"]
+    if group == "llm" and option == "openai_server":
+        overrides.append("llm.base_url=http://127.0.0.1:8000/v1")
+    params = composed_params(overrides, tmp_path)
+    assert isinstance(params, Params)
+    if group == "experiment":
+        return
+    chosen = getattr(params, group)
+    written = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
+    written = written.get(group, written)  # a `@package _global_` option nests its keys
+    scalars = {k: v for k, v in written.items() if isinstance(v, str | int | float | bool)}
+    assert scalars
+    assert {k: getattr(chosen, k) for k in scalars} == scalars
