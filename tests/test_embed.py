@@ -127,6 +127,7 @@ def test_bfloat16_encoder_gives_float32_rows_close_to_float32(embedded):
     assert next(half.parameters()).dtype == torch.bfloat16
     emb = embed_dataset(half, DATASET, cfg)
     assert emb.corpus.dtype == torch.float32
+    assert torch.allclose(emb.corpus.norm(dim=1), torch.ones(len(emb.corpus)), atol=1e-6)
     cosine = (emb.corpus * embedded.corpus).sum(dim=1)
     assert cosine.min() > 0.98
     assert not torch.equal(emb.corpus, embedded.corpus)  # it really ran in bfloat16

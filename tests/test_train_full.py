@@ -161,6 +161,17 @@ def test_load_tuned_full_model(trained):
     assert tuned.encode_queries([], ignored[:0]).shape == (0, 384)
 
 
+def test_load_tuned_full_model_in_the_embed_dtype(trained):
+    _, folder, _, _ = trained
+    tuned = load_tuned(folder, dataclasses.replace(EMBED, dtype="bfloat16"))
+    assert next(tuned.encoder.parameters()).dtype == torch.bfloat16
+    rows = tuned.encode_queries(["How are loops written?"], torch.zeros(1, 384))
+    assert rows.dtype == torch.float32  # what eval ranks with, whatever the model ran in
+    full = load_tuned(folder, EMBED).encode_queries(["How are loops written?"], torch.zeros(1, 384))
+    assert torch.allclose(rows.norm(dim=1), torch.ones(1), atol=1e-6)
+    assert 0.98 < float((rows * full).sum()) <= 1.0 + 1e-6
+
+
 def test_llamaindex_huggingface_embedding_loads_the_folder(trained):
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 

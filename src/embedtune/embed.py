@@ -51,7 +51,9 @@ def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torc
         normalize_embeddings=True,
         show_progress_bar=False,
     )
-    return vectors.float().cpu()
+    if vectors.dtype != torch.float32:  # half precision leaves norms off 1 by up to ~1e-2
+        vectors = torch.nn.functional.normalize(vectors.float(), dim=1)
+    return vectors.cpu()
 
 
 def embed_dataset(encoder, dataset: dict, cfg: EmbedConfig) -> SplitEmbeddings:
