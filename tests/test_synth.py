@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 
@@ -13,7 +14,15 @@ from embedtune.config import LLMConfig, SynthConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_json
 from embedtune.llm import Generation
-from embedtune.questions import clean_line, longest_copied_run, parse_questions
+from embedtune.questions import (
+    SeenQuestions,
+    clean_line,
+    jaccard,
+    longest_copied_run,
+    parse_questions,
+    word_frequency,
+    words,
+)
 from embedtune.synth import (
     SynthStats,
     build_prompt,
@@ -383,3 +392,51 @@ def test_out_of_memory_halves_the_batch():
     answers = halve_on_oom(small_gpu)(["a", "b", "c", "d", "e"])
     assert [a.text for a in answers] == ["a?", "b?", "c?", "d?", "e?"]
     assert sizes == [5, 2, 3, 1, 2]
+
+
+def brute_force_kept(questions: list[str], threshold: float) -> list[str]:
+    kept: list[frozenset[str]] = []
+    out = []
+    for q in questions:
+        bag = frozenset(words(q))
+        if any(jaccard(bag, other) >= threshold for other in kept):
+            continue
+        kept.append(bag)
+        out.append(q)
+    return out
+
+
+def indexed_kept(questions: list[str], threshold: float, frequency) -> list[str]:
+    seen = SeenQuestions(threshold, frequency)
+    out = []
+    for q in questions:
+        if seen.duplicate_kind(q) is None:
+            seen.add(q)
+            out.append(q)
+    return out
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8, 1.0])
+def test_prefix_filtered_near_duplicates_equal_all_pairs(threshold):
+    rng = random.Random(threshold)
+    vocabulary = [f"w{i}" for i in range(40)] + ["what", "is", "the", "how", "does"]
+    questions = [" ".join(rng.choices(vocabulary, k=rng.randint(1, 12))) + "?" for _ in range(600)]
+    expected = brute_force_kept(questions, threshold)
+    assert 0 < len(expected) < len(questions)
+    for frequency in (word_frequency(questions), Counter()):
+        assert indexed_kept(questions, threshold, frequency) == expected
+
+
+def test_prefix_index_compares_few_pairs():
+    rng = random.Random(0)
+    questions = [
+        f"What does the {rng.randrange(10**6)} statement {rng.randrange(10**6)} do in "
+        f"{rng.randrange(10**6)}?"
+        for _ in range(2000)
+    ]
+    seen = SeenQuestions(0.8, word_frequency(questions))
+    for q in questions:
+        seen.add(q)
+    # Common words ("what", "the", "do") are never indexed: the rare ones come first.
+    assert not {"what", "the", "does", "do", "in"} & set(seen.by_prefix_word)
+    assert max(len(ids) for ids in seen.by_prefix_word.values()) < 10

@@ -5,6 +5,7 @@ Pure functions on strings, used by the `synth` stage.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,23 +60,50 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 @dataclass
 class SeenQuestions:
-    """Questions kept so far (in one chunk, or in a whole split), for duplicate checks."""
+    """Questions kept so far (in one chunk, or in a whole split), for duplicate checks.
+
+    Near duplicates are found through prefix filtering (the all-pairs similarity search method):
+    with the words of every question sorted rarest first, two word sets with Jaccard >= t share a
+    word among the first n - ceil(t n) + 1 of each. Only those prefix words are indexed, so a
+    check compares a question with the few that share a rare word, not with every kept one; the
+    answer is the same as comparing all pairs. `frequency` (word -> count) gives the order;
+    without it every word counts as equally rare (still exact, less selective).
+    """
 
     threshold: float
+    frequency: Counter = field(default_factory=Counter)
     exact: set[str] = field(default_factory=set)
     word_sets: list[frozenset[str]] = field(default_factory=list)
+    by_prefix_word: dict[str, list[int]] = field(default_factory=dict)
+    empty_seen: bool = False
+
+    def _prefix(self, bag: frozenset[str]) -> list[str]:
+        rarest_first = sorted(bag, key=lambda w: (self.frequency[w], w))
+        return rarest_first[: len(bag) - math.ceil(self.threshold * len(bag) - 1e-9) + 1]
 
     def duplicate_kind(self, question: str) -> str | None:
         if question.casefold() in self.exact:
             return "duplicate"
         bag = frozenset(words(question))
-        if any(jaccard(bag, other) >= self.threshold for other in self.word_sets):
+        if not bag:
+            return "near_duplicate" if self.empty_seen else None
+        candidates = {i for w in self._prefix(bag) for i in self.by_prefix_word.get(w, ())}
+        if any(jaccard(bag, self.word_sets[i]) >= self.threshold for i in candidates):
             return "near_duplicate"
         return None
 
     def add(self, question: str) -> None:
         self.exact.add(question.casefold())
-        self.word_sets.append(frozenset(words(question)))
+        bag = frozenset(words(question))
+        self.empty_seen |= not bag
+        for word in self._prefix(bag):
+            self.by_prefix_word.setdefault(word, []).append(len(self.word_sets))
+        self.word_sets.append(bag)
+
+
+def word_frequency(texts: list[str]) -> Counter:
+    """In how many of `texts` each word occurs: the rarity order for `SeenQuestions`."""
+    return Counter(w for text in texts for w in set(words(text)))
 
 
 def line_problem(line: str, chunk_words: list[str], cfg: SynthConfig) -> str | None:

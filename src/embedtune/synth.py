@@ -28,7 +28,7 @@ from embedtune.answers import (
 from embedtune.config import SynthConfig, load_params
 from embedtune.errors import EmbedtuneError, run_stage
 from embedtune.llm import Generation
-from embedtune.questions import SeenQuestions, parse_questions
+from embedtune.questions import SeenQuestions, parse_questions, word_frequency
 
 
 def resolve_prompt(template: str) -> str:
@@ -91,7 +91,8 @@ def synthesize(
     """
     stats = SynthStats(chunks=len(chunks))
     queries, relevant = {}, {}
-    seen = SeenQuestions(cfg.near_duplicate)
+    texts = [a.text for a in answers if isinstance(a, Generation)]
+    seen = SeenQuestions(cfg.near_duplicate, word_frequency(texts))
     for chunk, answer in zip(chunks, answers, strict=True):
         if isinstance(answer, Failure):
             stats.failures[chunk["id"]] = answer.reason
