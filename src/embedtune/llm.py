@@ -115,6 +115,7 @@ class TransformersChat:
         if over <= 0:
             return rendered
         ids = self.tokenizer(message, add_special_tokens=False)["input_ids"]
+        decode = self.tokenizer.decode
         keep = len(ids) - over
         while over > 0:
             if keep < 2:
@@ -123,7 +124,6 @@ class TransformersChat:
                 )
             tail = min(KEPT_TAIL_TOKENS, keep // 2)
             head, end = ids[: keep - tail], ids[len(ids) - tail :]
-            decode = self.tokenizer.decode
             rendered = self._render(f"{decode(head)} [...] {decode(end)}")
             over = self.count_tokens(rendered) - limit
             keep -= over + 1  # the cut can re-tokenize a little longer: shorten and try again
