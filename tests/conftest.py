@@ -1,16 +1,60 @@
-"""Shared fixtures: the repository root and an environment for running the real CLIs."""
+"""Shared fixtures: the repository root, configs composed from conf/, the small models (one
+session-scoped fixture each), and an environment for running the real CLIs."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def composed(*overrides: str) -> SimpleNamespace:
+    """Every section of params.yaml as `dvc exp run -S` would compose it, validated (cached)."""
+    from embedtune.compose import composed_params
+
+    folder = Path(tempfile.mkdtemp(prefix="embedtune-params-"))
+    try:
+        return composed_params(list(overrides), folder, ROOT / "conf")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cfg(section: str, *overrides: str, **updates):
+    """One section of the cpu preset (with Hydra `overrides`), `updates` applied and validated,
+    so a misspelt key in a test fails as it would in params.yaml.
+
+    Example: cfg("train", "train=full", epochs=1, hard_negatives=2)
+    """
+    base = getattr(composed("experiment=cpu", *overrides), section)
+    return type(base).model_validate({**base.model_dump(), **updates}, strict=True)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 from its PyPI package, on the CPU in float32 (do not train it in place:
+    use `load_encoder(cfg("embed"), for_training=True)` for a model to train)."""
+    from embedtune.embeddings import load_encoder
+
+    return load_encoder(cfg("embed"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (GGUF, from its PyPI package) loaded through our transformers
+    backend with the cpu preset's settings (seed 0)."""
+    from embedtune.llm.transformers_chat import TransformersChat
+
+    return TransformersChat(cfg("llm"), seed=0).load()
 
 
 def cli_env(src: Path) -> dict[str, str]:

@@ -32,12 +32,30 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARA
         raise EmbedtuneError(f"cannot compose {conf_dir}/ with {overrides}: {first_line}") from None
 
 
-def composed_params(overrides: list[str], folder: Path):
-    """Compose `overrides` into `folder/params.yaml` and return it loaded (for benchmarks)."""
+def all_schemas() -> dict:
+    """The schema of every section of params.yaml (plug-in sections: the part they name)."""
+    from embedtune import config
+    from embedtune.llm.base import backend_config
+    from embedtune.methods.base import method_config
+
+    return {
+        "seed": int,
+        "data": config.DataConfig,
+        "chunk": config.ChunkConfig,
+        "llm": backend_config,
+        "synth": config.SynthConfig,
+        "embed": config.EmbedConfig,
+        "train": method_config,
+        "eval": config.EvalConfig,
+    }
+
+
+def composed_params(overrides: list[str], folder: Path, conf_dir: Path = CONF_DIR):
+    """Compose `overrides` into `folder/params.yaml` and return every section validated."""
     from embedtune.config import load_params
 
-    compose(overrides, output=folder / "params.yaml")
-    return load_params(folder / "params.yaml")
+    compose(overrides, conf_dir=conf_dir, output=folder / "params.yaml")
+    return load_params(all_schemas(), folder / "params.yaml")
 
 
 def main() -> None:

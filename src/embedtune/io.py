@@ -51,3 +51,22 @@ def write_jsonl(path: Path | str, rows: list[dict[str, Any]]) -> None:
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
     with Path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    import csv
+
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def load_qa(split: str) -> dict:
+    """The `EmbeddingQAFinetuneDataset` dict that `synth` wrote for `split`."""
+    from embedtune.errors import EmbedtuneError
+
+    path = QA_DIR / f"{split}.json"
+    if not path.is_file():
+        raise EmbedtuneError(f"{path} not found: run `dvc repro synth` first")
+    return json.loads(path.read_text())

@@ -51,6 +51,32 @@ def print_table(metrics: dict[str, dict], delta: dict[str, dict] | None = None) 
     Console().print(table)
 
 
+def _largest_k(summary: dict, metric: str) -> str | None:
+    names = [n for n in summary if n.startswith(f"{metric}@")]
+    return max(names, key=lambda n: int(n.split("@")[1]), default=None)
+
+
+def print_train_split(metrics: dict[str, dict]) -> None:
+    """One line: the training split's hit rate at its largest cut-off, base and tuned."""
+    name = _largest_k(metrics["base"], "hit_rate")
+    if name:
+        print(
+            f"train split ({metrics['base']['queries']} queries): {name} "
+            f"base {metrics['base'][name]:.4f}, tuned {metrics['tuned'][name]:.4f}"
+        )
+
+
+def print_benchmarks(benchmarks: dict[str, dict]) -> None:
+    """One line per benchmark: nDCG at its largest cut-off, base and tuned."""
+    for bench, metrics in benchmarks.items():
+        name = _largest_k(metrics["base"], "ndcg")
+        if name:
+            print(
+                f"benchmark {bench} ({metrics['base']['queries']} queries): {name} "
+                f"base {metrics['base'][name]:.4f}, tuned {metrics['tuned'][name]:.4f}"
+            )
+
+
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else io.METRICS_DIR / "eval.json"
     if not path.is_file():

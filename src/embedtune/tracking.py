@@ -9,8 +9,10 @@ turning it on never makes DVC re-run a stage; nothing secret is logged.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from embedtune.config import PARAMS_FILE, read_params
 from embedtune.errors import EmbedtuneError
 
 SWITCH = "EMBEDTUNE_MLFLOW"
@@ -52,3 +54,17 @@ def log_run(run_name: str, params: dict[str, Any], metrics: dict[str, Any]) -> N
     with mlflow.start_run(run_name=run_name):
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
         mlflow.log_metrics(numeric)
+
+
+def log_eval(method: str, metrics: dict, delta: dict, params_path: Path = PARAMS_FILE) -> None:
+    """Send the validation figures and every parameter to MLflow when the switch is on.
+
+    The parameters are read raw from params.yaml for the record only: no figure depends on the
+    ones `eval` does not list, so DVC need not rerun `eval` when they change.
+    """
+    if not enabled():
+        return
+    params = read_params(params_path)
+    lr = params.get("train", {}).get("lr")
+    run_name = f"{method} lr={lr:g}" if isinstance(lr, int | float) else method
+    log_run(run_name, params, {**metrics, "delta": delta})

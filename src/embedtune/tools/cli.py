@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from embedtune import remote
 from embedtune.errors import run_stage
+from embedtune.tools import remote
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,19 +11,14 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from embedtune import io
-from embedtune.config import LLMConfig
-from embedtune.llm import Generation
+from embedtune.llm.base import Failure, Generation, LLMConfig
 
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
-
-
-@dataclass(frozen=True)
-class Failure:
-    reason: str
+Generate = Callable[[list[str]], list[Generation | Failure]]
 
 
 def default_cache_dir() -> Path:
@@ -33,20 +28,11 @@ def default_cache_dir() -> Path:
 
 
 def answer_key(llm: LLMConfig, seed: int, prompt: str) -> str:
-    """Content address of one answer: what the model sees and everything that shapes its output."""
-    shaping = {
-        "backend": llm.backend,
-        "model": llm.model,
-        "gguf_file": llm.gguf_file,
-        "quantization": llm.quantization,
-        "dtype": llm.dtype,
-        "chat_template": llm.chat_template,
-        "max_new_tokens": llm.max_new_tokens,
-        "max_input_tokens": llm.max_input_tokens,
-        "temperature": llm.temperature,
-        "seed": seed if llm.temperature > 0 else None,
-        "prompt": prompt,
-    }
+    """Content address of one answer: every key of the backend's config except the ones it
+    declares speed-only, the seed when sampling, and the full prompt."""
+    shaping = llm.model_dump(exclude=set(llm.not_in_answer_key))
+    shaping["seed"] = seed if llm.temperature > 0 else None
+    shaping["prompt"] = prompt
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 
@@ -69,10 +55,10 @@ class AnswerCache:
         io.write_json(self._path(key), asdict(generation))
 
 
-def halve_on_oom(generate: Callable[[list[str]], list[Generation]]):
+def halve_on_oom(generate: Generate) -> Generate:
     """Wrap `generate` so a CUDA out-of-memory error halves the batch and tries again."""
 
-    def generate_halving(prompts: list[str]) -> list[Generation]:
+    def generate_halving(prompts: list[str]) -> list[Generation | Failure]:
         import torch
 
         try:
@@ -90,7 +76,7 @@ def halve_on_oom(generate: Callable[[list[str]], list[Generation]]):
 
 def answer_all(
     prompts: list[str],
-    generate: Callable[[list[str]], list[Generation]],
+    generate: Generate,
     batch_size: int,
     key_of: Callable[[str], str],
     cache: AnswerCache | None = None,

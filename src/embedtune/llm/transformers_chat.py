@@ -1,38 +1,40 @@
-"""A local chat LLM through transformers, generating for many prompts in padded batches."""
+"""Backend `transformers`: a local chat model, generating for many prompts in padded batches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import ClassVar, Literal
 
-from embedtune.config import LLMConfig
+from pydantic import Field
+
 from embedtune.errors import EmbedtuneError
+from embedtune.llm.base import BACKENDS, ChatBackend, Generation, LLMConfig
 from embedtune.models import pick_device, resolve_model
-
-if TYPE_CHECKING:
-    from embedtune.llm_http import OpenAIChat
-
 
 KEPT_TAIL_TOKENS = 128  # an over-long message keeps this much of its end: the instruction
 
 
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    new_tokens: int
+class TransformersConfig(LLMConfig):
+    not_in_answer_key: ClassVar[frozenset[str]] = LLMConfig.not_in_answer_key | {
+        "device",
+        "kv_cache",
+        "compile",
+    }
+
+    backend: Literal["transformers"]
+    gguf_file: str | None
+    quantization: Literal["none", "8bit", "4bit"]
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    device: Literal["auto", "cpu", "cuda"]
+    max_input_tokens: int = Field(gt=0)
+    chat_template: str | None  # Jinja template for a model whose tokenizer has none
+    # static: the KV cache is allocated once per batch instead of grown (copied) every token
+    kv_cache: Literal["static", "dynamic"]
+    # torch.compile the decoding step (transformers does so with a static cache on CUDA unless
+    # told not to); every new batch shape compiles again, so it pays only on long runs
+    compile: bool
 
 
-def make_chat(cfg: LLMConfig, seed: int) -> TransformersChat | OpenAIChat:
-    """The chat client that `llm.backend` names; call `.load()` on it before generating."""
-    if cfg.backend == "openai":
-        from embedtune.llm_http import OpenAIChat
-
-        return OpenAIChat(cfg, seed)
-    return TransformersChat(cfg, seed)
-
-
-def ensure_chat_template(tokenizer, cfg: LLMConfig) -> None:
+def ensure_chat_template(tokenizer, cfg: TransformersConfig) -> None:
     """Give a tokenizer without a chat template `llm.chat_template`; fail if there is none."""
     if tokenizer.chat_template:
         return
@@ -44,26 +46,51 @@ def ensure_chat_template(tokenizer, cfg: LLMConfig) -> None:
     tokenizer.chat_template = cfg.chat_template
 
 
-class TransformersChat:
-    """Chat-template prompts in, completions out. Construct cheaply; `load()` does the work."""
+def model_kwargs(cfg: TransformersConfig, device: str) -> dict:
+    """`from_pretrained` arguments for `llm.dtype` and `llm.quantization` (bitsandbytes)."""
+    import torch
 
-    def __init__(self, cfg: LLMConfig, seed: int):
-        self.cfg = cfg
-        self.seed = seed
+    if cfg.quantization != "none" and device != "cuda":
+        raise EmbedtuneError(
+            f"llm.quantization={cfg.quantization} needs a CUDA GPU (bitsandbytes), none found; "
+            "run `dvc exp run -S experiment=cpu` for the CPU preset"
+        )
+    dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+    kwargs = {"dtype": torch.float32 if device == "cpu" and cfg.dtype == "auto" else dtype}
+    if cfg.quantization == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+    elif cfg.quantization == "8bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    return kwargs
+
+
+@BACKENDS.register("transformers")
+class TransformersChat(ChatBackend):
+    """Chat-template prompts in, completions out, through Hugging Face transformers."""
+
+    Config = TransformersConfig
+    cfg: TransformersConfig
+
+    def __init__(self, cfg: TransformersConfig, seed: int):
+        super().__init__(cfg, seed)
         self.model = None
         self.tokenizer = None
 
     def load(self) -> TransformersChat:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         cfg = self.cfg
         device = pick_device(cfg.device, "llm.device")
-        if cfg.quantization != "none" and device != "cuda":
-            raise EmbedtuneError(
-                f"llm.quantization={cfg.quantization} needs a CUDA GPU (bitsandbytes), none found; "
-                "run `dvc exp run -S experiment=cpu` for the CPU preset"
-            )
+        kwargs = model_kwargs(cfg, device)
         path = resolve_model(cfg.model, "llm.model")
         extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(path, **extra)
@@ -71,26 +98,6 @@ class TransformersChat:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         ensure_chat_template(self.tokenizer, cfg)
-        dtype = {
-            "auto": "auto",
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "float16": torch.float16,
-        }[cfg.dtype]
-        kwargs = {"dtype": torch.float32 if device == "cpu" and cfg.dtype == "auto" else dtype}
-        if cfg.quantization == "4bit":
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16,
-                bnb_4bit_use_double_quant=True,
-            )
-        elif cfg.quantization == "8bit":
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         model = AutoModelForCausalLM.from_pretrained(path, **extra, **kwargs)
         if cfg.quantization == "none":
             model = model.to(device)
@@ -159,20 +166,3 @@ class TransformersChat:
         counts = (new != self.tokenizer.pad_token_id).sum(dim=1).tolist()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [Generation(t, n) for t, n in zip(texts, counts, strict=True)]
-
-
-def generate_batched(
-    generate: Callable[[list[str]], list[Generation]],
-    messages: list[str],
-    batch_size: int,
-    on_batch: Callable[[int], None] = lambda n: None,
-) -> list[Generation]:
-    """Generate for all messages, longest first in batches (less padding), in the input order."""
-    order = sorted(range(len(messages)), key=lambda i: (-len(messages[i]), i))
-    results: list[Generation | None] = [None] * len(messages)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        for i, gen in zip(batch, generate([messages[i] for i in batch]), strict=True):
-            results[i] = gen
-        on_batch(len(batch))
-    return results

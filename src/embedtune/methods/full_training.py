@@ -1,0 +1,180 @@
+"""The `full` method's training: sentence-transformers' `SentenceTransformerTrainer` on the
+question and chunk texts (no-duplicates batches, the configured loss, optional Matryoshka
+dimensions and mined hard negatives), with the epoch picked on held-out training questions
+by the same MRR@10 that `eval` reports."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+
+import torch
+
+from embedtune.config import EmbedConfig
+from embedtune.embeddings import embed_texts
+from embedtune.errors import EmbedtuneError
+from embedtune.losses import build_loss
+from embedtune.methods.base import TrainingLog
+from embedtune.methods.full_data import training_columns
+from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
+from embedtune.models import encoder_dtype
+
+EVAL_KEY = f"heldout_{HELDOUT_NAME}"  # the trainer logs it as eval_heldout_mrr@10
+
+
+def heldout_evaluator(dataset: dict, held_ids: Sequence[str], embed: EmbedConfig):
+    """A sentence-transformers evaluator: held-out questions against the training corpus."""
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    corpus_ids = list(dataset["corpus"])
+    queries = [dataset["queries"][q] for q in held_ids]
+    corpus = [dataset["corpus"][c] for c in corpus_ids]
+
+    class HeldoutEvaluator(SentenceEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.primary_metric = EVAL_KEY
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+            q = embed_texts(model, queries, embed.query_prefix, embed.batch_size)
+            c = embed_texts(model, corpus, embed.document_prefix, embed.batch_size)
+            relevant = dataset["relevant_docs"]
+            return {EVAL_KEY: heldout_score(q, c, held_ids, corpus_ids, relevant)}
+
+    return HeldoutEvaluator()
+
+
+def mixed_precision(embed: EmbedConfig, device: str) -> dict[str, bool]:
+    """Trainer flags for `embed.dtype` on CUDA: weights stay float32, the math runs in half
+    precision. On a CPU training is float32 whatever the dtype."""
+    if device != "cuda":
+        return {}
+    dtype = encoder_dtype(embed.dtype, device)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def make_loss(model, cfg):
+    from sentence_transformers.sentence_transformer import losses
+
+    loss = build_loss(model, cfg.loss)
+    if cfg.matryoshka_dims:
+        dim = model.get_embedding_dimension()
+        if max(cfg.matryoshka_dims) > dim:
+            raise EmbedtuneError(
+                f"train.matryoshka_dims {cfg.matryoshka_dims} exceed the model's {dim} dimensions"
+            )
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=cfg.matryoshka_dims)
+    return loss
+
+
+def training_arguments(cfg, embed: EmbedConfig, seed: int, folder: str, device: str, held: bool):
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=folder,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=embed.batch_size,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a value below 1 is a fraction
+        optim="adamw_torch",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        seed=seed,
+        data_seed=seed,
+        eval_strategy="epoch" if held else "no",
+        save_strategy="epoch" if held else "no",
+        load_best_model_at_end=held,
+        metric_for_best_model=EVAL_KEY if held else None,
+        greater_is_better=True,
+        save_total_limit=1,
+        save_only_model=True,
+        logging_strategy="steps",
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        **mixed_precision(embed, device),
+    )
+
+
+def callbacks(log: TrainingLog, patience: int, held: bool) -> list:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    class Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log.step(state.global_step, float(logs["loss"]))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            value = (metrics or {}).get(f"eval_{EVAL_KEY}")
+            if value is not None:
+                log.epoch(round(state.epoch), state.global_step, {HELDOUT_NAME: value})
+
+    found = [Log()]
+    if held and patience:
+        found.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    return found
+
+
+def train_full(model, dataset: dict, cfg, embed: EmbedConfig, seed: int, log: TrainingLog):
+    """Fine-tune every weight of `model` (a loaded `SentenceTransformer`) on the training texts.
+
+    Args:
+        model: the base model, on the device to train on; it is trained in place.
+        dataset: the training split's `EmbeddingQAFinetuneDataset` dict (texts).
+        cfg: the `full` method's config.
+        embed: `query_prefix` and `document_prefix` (prepended to every text), `batch_size`.
+        seed: seeds the held-out slice, hard negatives, batches, dropout.
+        log: receives the loss per step, and the held-out MRR@10 of the base model (epoch 0,
+            for reference: it is not a candidate) and after every epoch.
+
+    Returns:
+        The model with the best held-out epoch's weights (the last epoch's when nothing is held
+        out); its `prompts` are the embed prefixes, so `encode_query`/`encode_document` add them.
+        Trainer checkpoints go to a temporary folder that is removed.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import PrinterCallback
+
+    relevant = dataset["relevant_docs"]
+    train_ids, held_ids = heldout_split(dataset, cfg.holdout_fraction, seed)
+    if sum(len(relevant[q]) for q in train_ids) < 2:
+        raise EmbedtuneError(
+            "training split has fewer than 2 labelled queries outside the held-out slice "
+            "(more documents in data.train, or a smaller train.holdout_fraction)"
+        )
+    # The texts carry the prefixes; a prompt the base model ships would be added twice.
+    model.prompts, model.default_prompt_name = {}, None
+    if cfg.max_seq_length is not None:
+        model.max_seq_length = cfg.max_seq_length
+    held_chunks = {c for q in held_ids for c in relevant[q]}
+    columns = training_columns(model, dataset, train_ids, held_chunks, cfg, embed, seed)
+    evaluator = heldout_evaluator(dataset, held_ids, embed) if held_ids else None
+    if evaluator is not None:
+        log.epoch(0, 0, {HELDOUT_NAME: evaluator(model)[EVAL_KEY]})
+
+    class _Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict) -> None:
+            pass  # no model card is written, so no widget examples to compute
+
+    with tempfile.TemporaryDirectory(prefix="embedtune-checkpoints-") as checkpoints:
+        device = model.device.type
+        trainer = _Trainer(
+            model=model,
+            args=training_arguments(cfg, embed, seed, checkpoints, device, bool(held_ids)),
+            train_dataset=Dataset.from_dict(columns),
+            loss=make_loss(model, cfg),
+            evaluator=evaluator,
+            callbacks=callbacks(log, cfg.patience, bool(held_ids)),
+        )
+        trainer.remove_callback(PrinterCallback)  # our callbacks report; no dicts on stdout
+        trainer.train()
+        model = trainer.model
+    model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
+    model.default_prompt_name = None
+    return model.eval()

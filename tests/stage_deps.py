@@ -1,0 +1,107 @@
+"""Each pipeline stage's import closure, read from the source, against dvc.yaml's `deps`.
+
+Every `import embedtune...` counts, at module level or inside a function (a lazy import still
+decides the stage's result), and so does every module of a package that a `Registry` discovers
+(its parts are found at run time, not imported by name).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "embedtune"
+
+
+def module_file(src: Path, name: str) -> Path | None:
+    """The file of module `name` under `src` (a package's __init__.py), or None."""
+    base = src.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imported(tree: ast.AST, src: Path) -> set[str]:
+    """Names of the project's modules that a parsed module imports (parents included)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] == PACKAGE and module_file(src, name):
+                found.update([name, *_parents(name)])
+    return found
+
+
+def _discovered(tree: ast.AST, own: str, src: Path) -> set[str]:
+    """Every module of the packages this module's `Registry(...)` calls discover."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Registry"):
+            continue
+        package = node.args[1] if len(node.args) > 1 else None
+        if isinstance(package, ast.Name) and package.id == "__name__":
+            name = own
+        elif isinstance(package, ast.Constant) and isinstance(package.value, str):
+            name = package.value
+        else:
+            continue
+        folder = src.joinpath(*name.split("."))
+        for path in folder.glob("*.py"):
+            found.add(f"{name}.{path.stem}" if path.stem != "__init__" else name)
+    return found
+
+
+def import_closure(module: str, src: Path) -> set[Path]:
+    """Files of every project module that running `python -m <module>` can import."""
+    todo, seen = [module, *_parents(module)], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_file(src, name)
+        tree = ast.parse(path.read_text(), str(path))
+        own = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo.extend((_imported(tree, src) | _discovered(tree, own, src)) - seen)
+    return {module_file(src, name) for name in seen}
+
+
+def stage_module(cmd: str) -> str | None:
+    parts = cmd.split()
+    if parts[:2] == ["python", "-m"] and parts[2].startswith(f"{PACKAGE}."):
+        return parts[2]
+    return None
+
+
+def _covers(dep: Path, path: Path) -> bool:
+    return dep == path or dep in path.parents
+
+
+def check_deps(stages: dict, root: Path) -> dict[str, dict[str, list[str]]]:
+    """Per stage: source files it imports that no dep covers (`missing`), and source deps that
+    cover nothing it imports (`unused`). Empty lists everywhere mean dvc.yaml is right."""
+    src = root / "src"
+    report = {}
+    for name, stage in stages.items():
+        module = stage_module(stage["cmd"])
+        if module is None:
+            continue
+        closure = import_closure(module, src)
+        deps = [root / d for d in stage.get("deps", []) if str(d).startswith("src/")]
+        missing = [p for p in closure if not any(_covers(d, p) for d in deps)]
+        unused = [d for d in deps if not any(_covers(d, p) for p in closure)]
+        report[name] = {
+            "missing": sorted(str(p.relative_to(root)) for p in missing),
+            "unused": sorted(str(d.relative_to(root)) for d in unused),
+        }
+    return report
