@@ -1,4 +1,4 @@
-"""Retrieval evaluation: ours (`embedtune.eval`) against LlamaIndex's retriever-based evaluation.
+"""Retrieval evaluation: ours (`embedtune.retrieval`) against LlamaIndex's retriever evaluation.
 
 Usage: python bench/bench_eval.py [--top-k 10] [--dataset data/qa/validation.json] [--preset cpu]
 
@@ -7,7 +7,8 @@ same queries and chunks. The reference builds a `VectorStoreIndex` over the chun
 with that model wrapped as a LlamaIndex embedding, then calls `retriever.retrieve` once per query
 and scores hit rate and MRR as LlamaIndex's fine-tuning notebooks do (the first relevant id,
 1 / its position among the top k). Ours embeds queries and chunks in batches and ranks them all
-with one matrix product. Both are timed end to end, embedding included.
+with one matrix product, with the ranking (ties against the model) and metrics of the `eval`
+stage. Both are timed end to end, embedding included.
 
 Data: data/qa/validation.json when it exists, else a deterministic set built here: the Python
 language reference (`pydoc_data.topics`) rendered into one PDF, chunked by `embedtune.chunk` with
@@ -48,11 +49,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from embedtune.chunk import read_documents, split_documents  # noqa: E402
+from embedtune.chunk import split_documents  # noqa: E402
 from embedtune.compose import composed_params  # noqa: E402
-from embedtune.download import pydoc_pdf  # noqa: E402
-from embedtune.embed import embed_texts, load_encoder  # noqa: E402
-from embedtune.eval import cosine_scores, hit_rate, mrr, rank_relevant, relevance_matrix  # noqa: E402
+from embedtune.embeddings import embed_texts, load_encoder  # noqa: E402
+from embedtune.readers import read_documents  # noqa: E402
+from embedtune.retrieval.metrics import query_metrics  # noqa: E402
+from embedtune.retrieval.ranking import cosine_scores, rank, relevance_matrix  # noqa: E402
+from embedtune.sources import pydoc_pdf  # noqa: E402
 
 TIE_EPS = 1e-5  # scores this close to the gold chunk's may be ordered either way
 QA_FILE = Path("data/qa/validation.json")
@@ -152,7 +155,8 @@ def run_reference(dataset: dict, encoder, embed_cfg, top_k: int):
 
 
 def run_ours(dataset: dict, encoder, embed_cfg, top_k: int):
-    """Batched embedding, one score matrix, `embedtune.eval` metrics; seconds, embed s, scores."""
+    """Batched embedding, then ranking and metrics exactly as the `eval` stage does
+    (`embedtune.retrieval`); seconds, embed seconds, scores, relevance, best ranks, metrics."""
     started = time.perf_counter()
     query_ids, corpus_ids = list(dataset["queries"]), list(dataset["corpus"])
     queries = embed_texts(
@@ -168,15 +172,15 @@ def run_ours(dataset: dict, encoder, embed_cfg, top_k: int):
         embed_cfg.batch_size,
     )
     embedded = time.perf_counter()
-    scores = cosine_scores(queries, corpus)
+    # The reference knows one expected id per query: the first relevant one.
     qrels = {q: {dataset["relevant_docs"][q][0]: 1.0} for q in query_ids}
-    relevance = relevance_matrix(query_ids, corpus_ids, qrels)
-    ranked = rank_relevant(scores, relevance)
-    metrics = {
-        "hit_rate": float(hit_rate(ranked, top_k).mean()),
-        "mrr": float(mrr(ranked, top_k).mean()),
-    }
+    ranked = rank(queries, corpus, query_ids, corpus_ids, qrels)
+    values = query_metrics(ranked, {"hit_rate": [top_k], "mrr": [top_k]})
+    metrics = {name.split("@")[0]: float(v.mean()) for name, v in values.items()}
     seconds = time.perf_counter() - started
+    # For the agreement check only (outside the timing): the scores and gold chunks it ranked.
+    scores = cosine_scores(queries, corpus)
+    relevance = relevance_matrix(query_ids, corpus_ids, qrels)
     return seconds, embedded - started, scores, relevance, ranked.best, metrics
 
 

@@ -14,12 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.answers import answer_all, answer_key
-from embedtune.chunk import read_documents, split_documents
+from embedtune.chunk import split_documents
 from embedtune.compose import composed_params
-from embedtune.download import download_all
-from embedtune.llm import Generation, make_chat
-from embedtune.synth import build_prompt
+from embedtune.llm.answers import answer_all, answer_key
+from embedtune.llm.base import Generation, make_chat
+from embedtune.qa import build_prompt, resolve_prompt
+from embedtune.readers import read_documents
+from embedtune.sources import download_all
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def benchmark_chunks(params, count: int, workdir: Path) -> list[dict]:
@@ -74,9 +77,8 @@ def run_reference(chat, chunks, template: str, num_questions: int, workdir: Path
 
 
 def run_ours(chat, chunks, params, batch_size: int):
-    prompts = [
-        build_prompt(params.synth.prompt, c["text"], params.synth.num_questions) for c in chunks
-    ]
+    template = resolve_prompt(params.synth.prompt)
+    prompts = [build_prompt(template, c["text"], params.synth.num_questions) for c in chunks]
     started = time.perf_counter()
     answers, _ = answer_all(
         prompts, chat.generate, batch_size, lambda p: answer_key(params.llm, params.seed, p)
@@ -95,17 +97,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        params = composed_params([f"experiment={args.preset}", *args.overrides], workdir)
+        overrides = [f"experiment={args.preset}", *args.overrides]
+        params = composed_params(overrides, workdir, CONF_DIR)
         chunks = benchmark_chunks(params, args.chunks, workdir)
         chat = make_chat(params.llm, params.seed).load()
         chat.generate(["Say hello."])  # warm-up, outside both timings
+        template = resolve_prompt(params.synth.prompt)
         ref_s, ref_tokens = run_reference(
-            chat, chunks, params.synth.prompt, params.synth.num_questions, workdir
+            chat, chunks, template, params.synth.num_questions, workdir
         )
         our_s, our_tokens = run_ours(chat, chunks, params, args.batch_size)
 
+    gguf = getattr(params.llm, "gguf_file", None) or ""  # only the transformers backend has one
     print(
-        f"model {params.llm.model} {params.llm.gguf_file or ''}, {len(chunks)} chunks, "
+        f"model {params.llm.model} {gguf}, {len(chunks)} chunks, "
         f"{params.synth.num_questions} questions per chunk, batch size {args.batch_size}"
     )
     print(

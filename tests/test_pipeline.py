@@ -12,21 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_project, run_cli
+from tests.conftest import SHRUNK, copy_project, run_cli
 
 pytestmark = pytest.mark.slow
 
-# Tiny data: a held-out slice of one chunk would pick the untrained adapter, so keep none.
-SHRUNK = [
-    "-S",
-    "experiment=cpu",
-    "-S",
-    "synth.max_chunks=8",
-    "-S",
-    "llm.max_new_tokens=48",
-    "-S",
-    "train.holdout_fraction=0",
-]
 UPSTREAM = ("download", "chunk", "synth", "embed")
 
 
@@ -95,7 +84,9 @@ def test_bad_parameter_fails_with_one_line(repo):
     proc = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "train.lr=-1"], repo, check=False)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "embedtune train: error" in line]
-    assert errors == ["embedtune train: error: params.yaml: train.lr must be > 0, got -1.0"]
+    assert errors == [
+        "embedtune train: error: params.yaml: train.lr must be greater than 0, got -1"
+    ]
     assert "Traceback" not in proc.stderr
     # DVC removed the stage's outputs before running it; its cache still holds them.
     run_cli(["dvc", "checkout", "models/tuned"], repo)
@@ -124,3 +115,85 @@ def test_queued_lr_sweep_reuses_shared_stages(repo):
         assert "Running stage 'train'" in log
     shown = run_cli(["dvc", "exp", "show", "--json"], repo).stdout
     assert '"lr": 0.003' in shown and '"lr": 0.01' in shown
+
+
+@pytest.fixture
+def committed(repo) -> Path:
+    """The repository back at its committed first run (earlier tests leave other params)."""
+    run_cli(["git", "checkout", "--", "."], repo)
+    run_cli(["dvc", "checkout", "--force"], repo)
+    assert "up to date" in run_cli(["dvc", "status"], repo).stdout
+    return repo
+
+
+def _stages_to_rerun(repo: Path) -> set[str]:
+    status = json.loads(run_cli(["dvc", "status", "--json"], repo).stdout)
+    return set(status)
+
+
+# A source edit -> exactly the stages whose results it can change (and none other).
+TOUCHES = [
+    ("src/embedtune/questions.py", {"synth"}),
+    ("src/embedtune/llm/openai_chat.py", {"synth"}),
+    ("src/embedtune/readers.py", {"chunk"}),
+    ("src/embedtune/methods/adapters.py", {"train", "eval"}),
+    ("src/embedtune/losses/mnrl.py", {"train", "eval"}),
+    ("src/embedtune/retrieval/beir.py", {"eval"}),
+    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "eval"}),
+    ("src/embedtune/config.py", {"download", "chunk", "synth", "embed", "train", "eval"}),
+]
+
+
+@pytest.mark.parametrize(("path", "stages"), TOUCHES, ids=[t[0].split("/", 2)[2] for t in TOUCHES])
+def test_a_source_edit_marks_exactly_the_stages_it_affects(committed, path, stages):
+    repo = committed
+    source = repo / path
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"\n# edited\n")
+        assert _stages_to_rerun(repo) == stages
+    finally:
+        source.write_bytes(original)
+    assert "up to date" in run_cli(["dvc", "status"], repo).stdout
+
+
+def _a_question_of_a_chunk_with_two(repo: Path) -> str:
+    dataset = json.loads((repo / "data/qa/train.json").read_text())
+    by_chunk: dict[str, list[str]] = {}
+    for qid, (cid,) in dataset["relevant_docs"].items():
+        by_chunk.setdefault(cid, []).append(dataset["queries"][qid])
+    return next(questions[0] for questions in by_chunk.values() if len(questions) > 1)
+
+
+def test_editing_a_question_filter_reruns_synth_and_what_follows(committed):
+    repo = committed
+    dropped = _a_question_of_a_chunk_with_two(repo)
+    source = repo / "src/embedtune/questions.py"
+    rule = '    if not line.endswith("?"):\n        return "not_a_question"\n'
+    text = source.read_text()
+    assert rule in text
+    # A stricter filter: this one question no longer passes.
+    source.write_text(
+        text.replace(rule, f"    if line == {dropped!r}:\n        return 'banned'\n" + rule)
+    )
+    out = run_cli(["dvc", "repro"], repo).stdout
+    for stage in ("synth", "embed", "train", "eval"):
+        assert f"Running stage '{stage}'" in out, out
+    assert "Running stage 'chunk'" not in out
+    dataset = json.loads((repo / "data/qa/train.json").read_text())
+    assert dropped not in dataset["queries"].values()
+    assert json.loads((repo / "metrics/synth.json").read_text())["train"]["drops"]["banned"] == 1
+
+
+def test_editing_the_adapter_loader_reruns_eval(committed):
+    repo = committed
+    source = repo / "src/embedtune/methods/adapters.py"
+    text = source.read_text()
+    anchor = "        adapter = self.rebuild(saved_config(folder))\n"
+    assert anchor in text
+    # train writes the same files after this edit, so only eval's own dependency on the
+    # loader can make it rerun (before, eval kept metrics from the old loader).
+    source.write_text(text.replace(anchor, anchor + "        adapter.requires_grad_(False)\n"))
+    out = run_cli(["dvc", "repro"], repo).stdout
+    assert "Running stage 'eval'" in out, out
+    assert "Running stage 'synth'" not in out

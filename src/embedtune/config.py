@@ -11,6 +11,7 @@ sections of plug-in parts (`llm`, `train`) take their schema from the part they 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -170,14 +171,18 @@ def load_params(schemas: Mapping[str, Schema], path: Path | str = PARAMS_FILE) -
 
 def parse_section(name: str, raw: Any, schema: Schema, path: Path | str = PARAMS_FILE) -> Any:
     """Validate one section; a bad value raises one `EmbedtuneError` naming its key."""
-    if not isinstance(schema, type):
-        schema = schema(raw)
     try:
+        if not isinstance(schema, type):  # a plug-in section: the part it names has the schema
+            if not isinstance(raw, dict):
+                raise EmbedtuneError(f"{name} must be a mapping, got {raw!r}")
+            schema = schema(raw)
         if issubclass(schema, BaseModel):
             return schema.model_validate(raw, strict=True)
         return TypeAdapter(schema).validate_python(raw, strict=True)
     except ValidationError as err:
         raise EmbedtuneError(describe(err, name, path)) from None
+    except EmbedtuneError as err:  # an unknown or missing part name (a registry's message)
+        raise EmbedtuneError(f"{path}: {err}") from None
 
 
 _MISSING_HINT = "conf/ sets every key: compose again with `dvc exp run` or `make params`"
@@ -195,5 +200,9 @@ def describe(err: ValidationError, section: str, path: Path | str) -> str:
         return f"{path}: unknown key {key}"
     if first["type"] == "value_error":
         return f"{path}: {first['ctx']['error']}"
-    message = first["msg"].replace("Input should be", "must be", 1)
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{path}: {key} must be a mapping, got {first['input']!r}"
+    # "Input should be ...", "String should have at least 1 character", "List should ..."
+    message = re.sub(r"^\w+ should ", "must ", first["msg"])
+    message = re.sub(r" after validation, not \d+$", "", message)
     return f"{path}: {key} {message[0].lower()}{message[1:]}, got {first['input']!r}"

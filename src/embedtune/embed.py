@@ -20,9 +20,10 @@ PARAMS = {"embed": EmbedConfig}
 
 def main() -> None:
     params = load_params(PARAMS)
+    datasets = {split: io.load_qa(split) for split in io.SPLITS}  # fail before loading the model
     encoder = load_encoder(params.embed)
-    for split in io.SPLITS:
-        emb = embed_dataset(encoder, io.load_qa(split), params.embed)
+    for split, dataset in datasets.items():
+        emb = embed_dataset(encoder, dataset, params.embed)
         save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
         print(
             f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "

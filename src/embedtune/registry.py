@@ -57,6 +57,8 @@ class Registry(Generic[T]):
 
     def get(self, name: object) -> T:
         self._discover()
+        if name is None:
+            raise EmbedtuneError(f"missing key {self.key} (known: {', '.join(self.names())})")
         if not isinstance(name, str) or name not in self._parts:
             raise EmbedtuneError(
                 f"{self.key}={name!r} is not known (known: {', '.join(self.names())})"

@@ -16,19 +16,24 @@ from embedtune import io
 from embedtune.errors import EmbedtuneError, run_stage
 
 COLUMNS = ("hit_rate@1", "hit_rate@5", "hit_rate@10", "mrr@10", "ndcg@10")
+SUMMARISED = ("hit_rate@", "recall@")  # families the rows above stand for
 
 
 def print_table(metrics: dict[str, dict], delta: dict[str, dict] | None = None) -> None:
     """One row per metric: base, tuned, tuned - base and, when `delta` has it, its interval.
 
-    Metrics missing from `metrics` (say an older eval.json) are left out.
+    Metrics missing from `metrics` (say an older eval.json) are left out; metrics of other
+    families (one added to `eval.metrics`, say) are shown after the usual ones.
     """
     from rich.console import Console
     from rich.table import Table
 
-    names = [n for n in COLUMNS if n in metrics["base"]]
-    if not names:  # an eval.json from before these metrics: show what it has
-        names = [n for n in metrics["base"] if n != "queries"]
+    shown = [n for n in metrics["base"] if n != "queries"]
+    names = [n for n in COLUMNS if n in shown]
+    if names:  # the usual rows, then metrics of any other family (one added to eval.metrics)
+        names += [n for n in shown if n not in names and not n.startswith(SUMMARISED)]
+    else:  # an eval.json from before these metrics: show what it has
+        names = shown
     delta = delta or {}
     interval = any(delta.get(n, {}).get("low") is not None for n in names)
     queries = metrics["base"].get("queries", "?")

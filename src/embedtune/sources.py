@@ -123,7 +123,12 @@ def _sources(data: DataConfig) -> dict[str, list[Source]]:
         return {split: getattr(data, split) for split in io.SPLITS}
     folder = Path(data.local_dir).expanduser()
     split = split_local(local_documents(folder), data.validation_fraction)
-    return {s: [Source(name=n, url=str(folder / n)) for n in split[s]] for s in io.SPLITS}
+    # Not validated: the names are paths found under the folder (subfolders too, never hidden),
+    # where a listed source's name must be a plain file name.
+    return {
+        s: [Source.model_construct(name=n, url=str(folder / n)) for n in split[s]]
+        for s in io.SPLITS
+    }
 
 
 def download_all(data: DataConfig, raw_dir: Path) -> dict[str, list[dict]]:

@@ -67,6 +67,7 @@ class OpenAIChat(ChatBackend):
     def __init__(self, cfg: OpenAIConfig, seed: int):
         super().__init__(cfg, seed)
         self.client = None
+        self.headers: dict = {}
 
     @property
     def secret(self) -> str:
@@ -80,17 +81,17 @@ class OpenAIChat(ChatBackend):
         where = f"llm.base_url={cfg.base_url}"
         if not cfg.base_url.startswith(("http://", "https://")):
             raise EmbedtuneError(f"{where} must start with http:// or https://")
-        # No key: send no Authorization header at all (a local server needs none).
-        headers = {} if self.secret else {"Authorization": openai.Omit()}
+        # No key: send no Authorization header at all (a local server needs none). The client
+        # accepts an omitted header only per request, not in its default headers.
+        self.headers = {} if self.secret else {"Authorization": openai.Omit()}
         self.client = openai.OpenAI(
             base_url=cfg.base_url,
             api_key=self.secret or "unused",
             timeout=cfg.timeout_s,
             max_retries=cfg.max_retries,
-            default_headers=headers,
         )
         try:
-            self.client.with_options(max_retries=0).models.list()
+            self.client.with_options(max_retries=0).models.list(extra_headers=self.headers)
         except openai.APIConnectionError as err:
             raise EmbedtuneError(
                 f"{where}: no server answers ({type(err).__name__}); start an OpenAI-compatible "
@@ -135,6 +136,7 @@ class OpenAIChat(ChatBackend):
                 messages=[{"role": "user", "content": message}],
                 max_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
+                extra_headers=self.headers,
                 **sampling,
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
@@ -148,16 +150,20 @@ class OpenAIChat(ChatBackend):
             if isinstance(e, openai.APITimeoutError):
                 failure += f" after llm.timeout_s={cfg.timeout_s} s"
             raise EmbedtuneError(
-                f"{cfg.base_url}: failed after {cfg.max_retries + 1} attempts: {failure} "
+                f"{cfg.base_url}: failed after {cfg.max_retries + 1} attempt(s): {failure} "
                 f"{self._detail(e)}".rstrip()
             ) from None
         except openai.APIStatusError as err:
             # This prompt was refused (too long, say): the others go on.
             return Failure(f"generation_error: HTTP {err.status_code} {self._detail(err)}"[:200])
+        except (ValueError, openai.APIResponseValidationError) as err:
+            # A success status whose body does not parse (JSONDecodeError is a ValueError).
+            reason = one_line(f"{type(err).__name__}: {err}", self.secret)
+            return Failure(f"generation_error: HTTP 200 but not a completion: {reason}"[:200])
         try:
             return completion_of(response)
         except ValueError as err:
-            return Failure(f"generation_error: HTTP 200 but not a completion: {err}")
+            return Failure(f"generation_error: HTTP 200 but not a completion: {err}"[:200])
 
     def _detail(self, err: Exception) -> str:
         body = getattr(err, "body", None)

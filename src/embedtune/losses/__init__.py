@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from embedtune.config import Section
+from embedtune.errors import EmbedtuneError
 from embedtune.registry import Registry
 
 LOSSES: Registry[Any] = Registry("train.loss.name", __name__)
@@ -38,5 +39,6 @@ def build_loss(model, cfg: LossConfig):
 
 def loss_config(raw: Any) -> LossConfig:
     """The `train.loss` mapping, validated by the schema of the loss it names."""
-    name = raw.get("name") if isinstance(raw, dict) else None
-    return LOSSES.get(name).Config.model_validate(raw, strict=True)
+    if not isinstance(raw, dict):
+        raise EmbedtuneError(f"train.loss must be a mapping, got {raw!r}")
+    return LOSSES.get(raw.get("name")).Config.model_validate(raw, strict=True)

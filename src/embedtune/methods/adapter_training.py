@@ -87,6 +87,20 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _run_epoch(adapter, optimizer, emb, q_rows, d_rows, batches, scale, step, log) -> int:
+    """One pass over the batches; returns the optimiser step count after it."""
+    for batch in batches:
+        if len(batch) < 2:
+            continue  # one chunk alone has no negative to rank against
+        loss = ranking_loss(adapter, emb.queries[q_rows[batch]], emb.corpus, d_rows[batch], scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        log.step(step, loss.item())
+    return step
+
+
 def train_adapter(
     adapter: nn.Module, emb: SplitEmbeddings, dataset: dict, cfg, seed: int, log: TrainingLog
 ) -> nn.Module:
@@ -129,17 +143,8 @@ def train_adapter(
         best, best_state = held_out(), _snapshot(adapter)
         log.epoch(0, 0, {HELDOUT_NAME: best})
     for epoch in range(1, cfg.epochs + 1):
-        for batch in no_duplicate_batches(d_rows, cfg.batch_size, generator):
-            if len(batch) < 2:
-                continue  # one chunk alone has no negative to rank against
-            loss = ranking_loss(
-                adapter, emb.queries[q_rows[batch]], emb.corpus, d_rows[batch], cfg.scale
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            log.step(step, loss.item())
+        batches = no_duplicate_batches(d_rows, cfg.batch_size, generator)
+        step = _run_epoch(adapter, optimizer, emb, q_rows, d_rows, batches, cfg.scale, step, log)
         if not held_ids:
             continue
         score = held_out()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from embedtune import io
 from embedtune.config import EmbedConfig
@@ -26,7 +26,8 @@ class FullConfig(TrainConfig):
     method: Literal["full"]
     optimizer: Literal["adamw"]  # the trainer's optimiser
     warmup_ratio: float = Field(ge=0, lt=1)  # fraction of steps with a linear warm-up
-    loss: LossConfig  # conf/train/loss/*.yaml
+    # conf/train/loss/*.yaml; SerializeAsAny: model_dump keeps the loss's own keys too
+    loss: SerializeAsAny[LossConfig]
     matryoshka_dims: list[int]  # also train these truncated dimensions, e.g. [256, 128, 64]
     hard_negatives: int = Field(ge=0)  # mined with the base model per question (0: in-batch)
     hard_negative_ranks: list[int]  # [first, last] rank window the negatives come from

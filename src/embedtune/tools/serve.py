@@ -157,70 +157,91 @@ class Batcher:
         return self.chat.count_tokens(self.chat.fit_prompt(message))
 
 
+class ChatHandler(BaseHTTPRequestHandler):
+    """The routes; `make_handler` binds a batcher, a model name and the key to a subclass."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes
+    batcher: Batcher
+    model_name: str
+    api_key: str
+    default_max_tokens: int
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass  # one line per request would drown the model's own output
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:  # the request body was not read: the client must not reuse
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, kind: str) -> None:
+        self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+
+    def _authorized(self) -> bool:
+        if not self.api_key:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            return True
+        self._error(401, "missing or wrong API key", "authentication_error")
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        path = self.path.rstrip("/")
+        if path == "/health":
+            self._send(200, {"status": "ok"})
+        elif path == "/v1/models":
+            if self._authorized():
+                model = {
+                    "id": self.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "local",
+                }
+                self._send(200, {"object": "list", "data": [model]})
+        else:
+            self._error(404, f"no route GET {self.path}", "not_found_error")
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self.close_connection = True  # its body is left unread
+            self._error(404, f"no route POST {self.path}", "not_found_error")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(413, "request body too large", "invalid_request_error")
+            return
+        raw = self.rfile.read(length)
+        if not self._authorized():
+            return
+        try:
+            job = parse_chat_request(json.loads(raw or b"null"), self.default_max_tokens, 0)
+        except ValueError as err:  # RequestError, or the body is not JSON
+            self._error(400, str(err), "invalid_request_error")
+            return
+        self.batcher.submit(job)
+        if job.error is not None:
+            self._error(500, job.error, "server_error")
+            return
+        body = completion_body(self.model_name, job.result, job.prompt_tokens, job.max_tokens)
+        self._send(200, body)
+
+
 def make_handler(batcher: Batcher, model_name: str, api_key: str, default_max_tokens: int):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out as two writes
-
-        def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
-            pass  # one line per request would drown the model's own output
-
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, kind: str) -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-        def _authorized(self) -> bool:
-            if not api_key:
-                return True
-            given = self.headers.get("Authorization", "")
-            if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return True
-            self._error(401, "missing or wrong API key", "authentication_error")
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            path = self.path.rstrip("/")
-            if path == "/health":
-                self._send(200, {"status": "ok"})
-            elif path == "/v1/models":
-                if self._authorized():
-                    model = {"id": model_name, "object": "model", "created": 0, "owned_by": "local"}
-                    self._send(200, {"object": "list", "data": [model]})
-            else:
-                self._error(404, f"no route GET {self.path}", "not_found_error")
-
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self._error(404, f"no route POST {self.path}", "not_found_error")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                self._error(413, "request body too large", "invalid_request_error")
-                return
-            raw = self.rfile.read(length)
-            if not self._authorized():
-                return
-            try:
-                job = parse_chat_request(json.loads(raw or b"null"), default_max_tokens, 0)
-            except ValueError as err:  # RequestError, or the body is not JSON
-                self._error(400, str(err), "invalid_request_error")
-                return
-            batcher.submit(job)
-            if job.error is not None:
-                self._error(500, job.error, "server_error")
-                return
-            body = completion_body(model_name, job.result, job.prompt_tokens, job.max_tokens)
-            self._send(200, body)
-
-    return Handler
+    bound = {
+        "batcher": batcher,
+        "model_name": model_name,
+        "api_key": api_key,
+        "default_max_tokens": default_max_tokens,
+    }
+    return type("Handler", (ChatHandler,), bound)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""`embedtune remote dagshub`: URL building and checks, then a real push and pull.
+"""`embedtune.tools.remote`: URL building and checks, the git and DVC configuration it writes,
+then a real push and pull.
 
 The end-to-end tests stand in for DagsHub with a bare git repository and moto's S3 server on
 127.0.0.1, run one shrunk experiment, push it, and pull it into fresh clones.
@@ -6,7 +7,6 @@ The end-to-end tests stand in for DagsHub with a bare git repository and moto's 
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import shutil
@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedtune import cli, remote
 from embedtune.errors import EmbedtuneError
-from tests.conftest import cli_env, copy_project
-from tests.test_pipeline import SHRUNK
+from embedtune.tools import remote
+from tests.conftest import SHRUNK, cli_env, copy_project
 
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
@@ -52,6 +51,26 @@ def test_parse_repo_refuses_other_shapes(spec):
 def test_parse_repo_refuses_git_suffix():
     with pytest.raises(EmbedtuneError, match="without '.git': alice/r$"):
         remote.parse_repo("alice/r.git")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://dagshub.com", "https://dagshub.com"),
+        ("http://127.0.0.1:3000/", "http://127.0.0.1:3000"),
+        ("https://host/sub/path//", "https://host/sub/path"),
+    ],
+)
+def test_check_url_strips_trailing_slashes(url, expected):
+    assert remote.check_url("--host", url) == expected
+
+
+@pytest.mark.parametrize("url", ["dagshub.com", "ftp://host", "https://", "https://h/a b", ""])
+def test_check_url_refuses_other_urls(url):
+    with pytest.raises(
+        EmbedtuneError, match=f"^--host must be an http:// or https:// URL, got {url!r}"
+    ):
+        remote.check_url("--host", url)
 
 
 def test_dagshub_urls_default_host():
@@ -92,7 +111,7 @@ def test_token_from_environment_wins():
     assert remote.resolve_token(env, interactive=True, prompt=_no_prompt) == TOKEN
 
 
-@pytest.mark.parametrize("env", [{}, {"DAGSHUB_TOKEN": ""}])
+@pytest.mark.parametrize("env", [{}, {"DAGSHUB_TOKEN": ""}, {"DAGSHUB_TOKEN": "  "}])
 def test_no_token_without_terminal_names_the_variable(env):
     with pytest.raises(EmbedtuneError, match="set DAGSHUB_TOKEN"):
         remote.resolve_token(env, interactive=False, prompt=_no_prompt)
@@ -107,9 +126,13 @@ def test_token_prompted_in_a_terminal():
         remote.resolve_token({}, True, lambda text: "  ")
 
 
-def test_malformed_token_refused_without_echoing_it():
+@pytest.mark.parametrize("bad", ["abc SECRET", "abc\tSECRET", "abc\x00SECRET"])
+def test_malformed_token_refused_without_echoing_it(bad):
     with pytest.raises(EmbedtuneError, match="DAGSHUB_TOKEN contains spaces") as err:
-        remote.resolve_token({"DAGSHUB_TOKEN": "abc SECRET"}, False, _no_prompt)
+        remote.resolve_token({"DAGSHUB_TOKEN": bad}, False, _no_prompt)
+    assert "SECRET" not in str(err.value)
+    with pytest.raises(EmbedtuneError, match="the token entered contains spaces") as err:
+        remote.resolve_token({}, True, lambda text: bad)
     assert "SECRET" not in str(err.value)
 
 
@@ -138,107 +161,113 @@ def test_next_steps_list_the_push_commands():
     assert "git push -u origin dev" in remote.next_steps("dev", commit_config=False)
 
 
-# --- the command in a small git + DVC repository (no pipeline run) ------------------------
+# --- side effects in a small git + DVC repository (no pipeline run) ------------------------
+
+
+def make_small_repo(folder: Path) -> Path:
+    """A git repository with a bare `.dvc/` as `dvc init` makes it."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(folder)], check=True)
+    (folder / ".dvc").mkdir()
+    (folder / ".dvc/config").write_text("[core]\n    analytics = false\n")
+    (folder / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    return folder
 
 
 @pytest.fixture
-def small_repo(tmp_path, monkeypatch) -> Path:
-    """A git repository with a bare `.dvc/` as `dvc init` makes it; the cwd for the test."""
-    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / ".dvc/config").write_text("[core]\n    analytics = false\n")
-    (tmp_path / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: never prompt
-    monkeypatch.delenv("DAGSHUB_TOKEN", raising=False)
-    return tmp_path
+def small_repo(tmp_path) -> Path:
+    return make_small_repo(tmp_path / "repo")
 
 
-def _git_remote_url(repo: Path) -> str:
+def git_remote_url(repo: Path) -> str:
     return subprocess.run(
         ["git", "remote", "get-url", "origin"], cwd=repo, capture_output=True, text=True
     ).stdout.strip()
 
 
-def test_command_sets_both_remotes_and_keeps_token_local(small_repo, monkeypatch, capsys):
-    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
-    assert cli.main(["remote", "dagshub", "alice/r"]) == 0
-    out, err = capsys.readouterr()
-    assert TOKEN not in out + err
-    assert "git push -u origin main" in out
-    assert _git_remote_url(small_repo) == "https://dagshub.com/alice/r.git"
-
-    shared = (small_repo / ".dvc/config").read_text()
-    assert TOKEN not in shared
-    assert "endpointurl = https://dagshub.com/alice/r.s3" in shared
-    assert "verify = true" in shared
-    assert "remote = origin" in shared
-    local = small_repo / ".dvc/config.local"
-    assert local.read_text().count(TOKEN) == 2
-    assert stat.S_IMODE(local.stat().st_mode) == 0o600
-
-    from dvc.config import Config
-
-    merged = Config(str(small_repo / ".dvc"))
-    assert merged["core"]["remote"] == "origin"
-    origin = merged["remote"]["origin"]
-    assert (origin["url"], origin["verify"], origin["access_key_id"]) == ("s3://dvc", True, TOKEN)
+def test_find_repo_from_a_subfolder(small_repo):
+    (small_repo / "src/deep").mkdir(parents=True)
+    top, dvc_dir = remote.find_repo(small_repo / "src/deep")
+    assert (top, dvc_dir) == (small_repo.resolve(), (small_repo / ".dvc").resolve())
 
 
-def test_command_repoints_remotes_and_repairs_a_stale_local_section(small_repo, monkeypatch):
-    subprocess.run(["git", "remote", "add", "origin", "/old/place.git"], check=True)
-    # A local section with no url: every dvc command fails on it until it is repaired.
-    (small_repo / ".dvc/config.local").write_text("['remote \"origin\"']\n    access_key_id = x\n")
-    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
-    cli.main(["remote", "dagshub", "bob/r2", "--host", "http://127.0.0.1:1"])
-    assert _git_remote_url(small_repo) == "http://127.0.0.1:1/bob/r2.git"
-    local = (small_repo / ".dvc/config.local").read_text()
-    assert "url = s3://dvc" in local
-    assert "access_key_id = x" not in local
+def test_find_repo_outside_dvc(tmp_path):
+    with pytest.raises(EmbedtuneError, match="is not inside a DVC repository"):
+        remote.find_repo(tmp_path)
 
 
-def _one_line_error(capsys) -> str:
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert len(err.splitlines()) == 1, err
-    return err.strip()
+def test_find_repo_dvc_without_git(tmp_path, monkeypatch):
+    (tmp_path / "plain/.dvc").mkdir(parents=True)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above
+    with pytest.raises(EmbedtuneError, match=r"plain is not a git repository"):
+        remote.find_repo(tmp_path / "plain")
 
 
-def test_bad_repo_name_exits_2_with_one_line(small_repo, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["remote", "dagshub", "not-a-repo"])
-    assert exit_.value.code == 2
-    assert _one_line_error(capsys).startswith(
-        "embedtune remote dagshub: error: expected OWNER/REPO"
+def test_set_git_remote_adds_then_repoints(small_repo):
+    assert remote.set_git_remote(small_repo, "/first.git") is None
+    assert git_remote_url(small_repo) == "/first.git"
+    assert remote.set_git_remote(small_repo, "/second.git") == "/first.git"
+    assert git_remote_url(small_repo) == "/second.git"
+
+
+def test_check_local_config_ignored(small_repo):
+    path = remote.check_local_config_ignored(small_repo, small_repo / ".dvc")
+    assert path == small_repo / ".dvc/config.local"
+    (small_repo / ".dvc/.gitignore").write_text("/tmp\n")
+    with pytest.raises(EmbedtuneError, match=r"\.dvc/config\.local is tracked or not ignored"):
+        remote.check_local_config_ignored(small_repo, small_repo / ".dvc")
+
+
+def test_tracked_config_local_is_refused_even_if_ignored(small_repo):
+    (small_repo / ".dvc/config.local").write_text("")
+    subprocess.run(["git", "add", "-f", ".dvc/config.local"], cwd=small_repo, check=True)
+    with pytest.raises(EmbedtuneError, match="tracked or not ignored"):
+        remote.check_local_config_ignored(small_repo, small_repo / ".dvc")
+
+
+def test_write_dvc_remote_keeps_other_settings(small_repo):
+    shared, local = remote.dvc_sections("http://127.0.0.1:9", TOKEN)
+    remote.write_dvc_remote(small_repo / ".dvc", shared, local)
+    config = (small_repo / ".dvc/config").read_text()
+    assert "analytics = false" in config
+    assert TOKEN not in config
+    local_path = small_repo / ".dvc/config.local"
+    assert stat.S_IMODE(local_path.stat().st_mode) == 0o600
+    assert local_path.read_text().count(TOKEN) == 2
+
+
+def test_setup_dagshub_report(small_repo, monkeypatch):
+    monkeypatch.chdir(small_repo)
+    report = remote.setup_dagshub("alice/r", TOKEN, small_repo)
+    assert TOKEN not in report
+    lines = report.splitlines()
+    assert lines[:3] == [
+        "git remote origin: https://dagshub.com/alice/r.git",
+        "DVC remote origin (default): s3://dvc at https://dagshub.com/alice/r.s3, verify true",
+        "token: .dvc/config.local only (git-ignored)",
+    ]
+    assert lines[3:] == remote.next_steps("main", commit_config=True).splitlines()
+
+    # Run again after committing the shared config: nothing to commit, the old URL is shown.
+    subprocess.run(["git", "add", ".dvc/config"], cwd=small_repo, check=True)
+    env = cli_env(small_repo / "src")
+    subprocess.run(["git", "commit", "-qm", "remote"], cwd=small_repo, check=True, env=env)
+    again = remote.setup_dagshub("alice/r", TOKEN, small_repo, git_url="/srv/mirror.git")
+    assert again.splitlines()[0] == (
+        "git remote origin: /srv/mirror.git (was https://dagshub.com/alice/r.git)"
     )
+    assert "git add" not in again
+    # Another repository: its endpoint changes .dvc/config, which is to be committed again.
+    assert "git add .dvc/config" in remote.setup_dagshub("bob/r", TOKEN, small_repo)
 
 
-def test_no_token_and_no_terminal_exits_2_and_changes_nothing(small_repo, capsys):
-    config_before = (small_repo / ".dvc/config").read_text()
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["remote", "dagshub", "alice/r"])
-    assert exit_.value.code == 2
-    assert "DAGSHUB_TOKEN" in _one_line_error(capsys)
-    assert (small_repo / ".dvc/config").read_text() == config_before
+def test_setup_dagshub_refuses_before_changing_anything(small_repo):
+    (small_repo / ".dvc/.gitignore").write_text("/tmp\n")
+    before = (small_repo / ".dvc/config").read_text()
+    with pytest.raises(EmbedtuneError, match="not ignored by git"):
+        remote.setup_dagshub("alice/r", TOKEN, small_repo)
+    assert (small_repo / ".dvc/config").read_text() == before
+    assert git_remote_url(small_repo) == ""
     assert not (small_repo / ".dvc/config.local").exists()
-    assert _git_remote_url(small_repo) == ""
-
-
-def test_refuses_when_config_local_is_not_ignored(small_repo, monkeypatch, capsys):
-    (small_repo / ".dvc/.gitignore").write_text("/tmp\n/cache\n")
-    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
-    with pytest.raises(SystemExit):
-        cli.main(["remote", "dagshub", "alice/r"])
-    assert "not ignored by git" in _one_line_error(capsys)
-    assert not (small_repo / ".dvc/config.local").exists()
-
-
-def test_outside_a_dvc_repo(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSHUB_TOKEN", TOKEN)
-    with pytest.raises(SystemExit):
-        cli.main(["remote", "dagshub", "alice/r"])
-    assert "not inside a DVC repository" in _one_line_error(capsys)
 
 
 # --- end to end: bare git repository + moto S3 on 127.0.0.1 ------------------------------

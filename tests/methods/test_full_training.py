@@ -1,0 +1,176 @@
+"""The `full` method's training loop (sentence-transformers' trainer): the held-out evaluator,
+losses, patience, mixed precision flags and the trainer's arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedtune.embeddings import embed_dataset, embed_texts, load_encoder
+from embedtune.errors import EmbedtuneError
+from embedtune.evaluation import evaluate
+from embedtune.methods.adapters import AdapterModel
+from embedtune.methods.base import TrainingLog, save_tuned
+from embedtune.methods.full import FullModel
+from embedtune.methods.full_training import (
+    EVAL_KEY,
+    heldout_evaluator,
+    make_loss,
+    mixed_precision,
+    train_full,
+    training_arguments,
+)
+from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
+from embedtune.methods.linear import LinearAdapter
+from tests.conftest import cfg
+from tests.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+
+EMBED = embed_cfg()
+
+
+def fresh_encoder():
+    return load_encoder(cfg("embed"), for_training=True)
+
+
+def vague_dataset() -> dict:
+    """The dozen chunks with questions that barely say which one they mean: MRR@10 well below 1."""
+    dataset = tiny_dataset()
+    dataset["queries"] = {
+        q: f"Which part of the manual is this, item {q[1:]}?" for q in dataset["queries"]
+    }
+    return dataset
+
+
+# --- the held-out evaluator: heldout_score, the same MRR@10 as eval -------------------------
+
+
+def test_heldout_evaluator_is_heldout_score_and_evals_mrr(minilm):
+    dataset = vague_dataset()
+    _, held = heldout_split(dataset, 0.5, 0)
+    evaluator = heldout_evaluator(dataset, held, EMBED)
+    assert evaluator.primary_metric == EVAL_KEY == "heldout_mrr@10"
+    value = evaluator(minilm)[EVAL_KEY]
+    assert 0 < value < 1
+    corpus_ids = list(dataset["corpus"])
+    queries = embed_texts(minilm, [dataset["queries"][q] for q in held], "query: ", 16)
+    corpus = embed_texts(minilm, [dataset["corpus"][c] for c in corpus_ids], "passage: ", 16)
+    assert value == heldout_score(queries, corpus, held, corpus_ids, dataset["relevant_docs"])
+    # eval's mrr@10 on the held-out questions against the whole corpus: the same number.
+    held_only = {**dataset, "queries": {q: dataset["queries"][q] for q in held}}
+    emb = embed_dataset(minilm, held_only, EMBED)
+    result = evaluate(
+        emb, held_only, AdapterModel("adapter_linear", LinearAdapter(384)), {"mrr": [10]}
+    )
+    assert value == pytest.approx(float(result.per_query["base"]["mrr@10"].mean()), abs=1e-6)
+    # Without the prefixes the texts are others, and so is the score.
+    plain = heldout_evaluator(dataset, held, cfg("embed"))(minilm)[EVAL_KEY]
+    assert plain != value
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def test_patience_stops_when_the_held_out_score_is_flat(minilm):
+    # A learning rate far too small to move any ranking: the score never improves after epoch 1.
+    train_cfg = full_cfg(lr=1e-12, epochs=5, patience=1)
+    epochs: list[tuple[int, int, float]] = []
+    dataset = vague_dataset()
+    log = TrainingLog(epoch=lambda e, s, m: epochs.append((e, s, m[HELDOUT_NAME])))
+    model = train_full(fresh_encoder(), dataset, train_cfg, EMBED, seed=3, log=log)
+    assert [(e, s) for e, s, _ in epochs] == [(0, 0), (1, 3), (2, 6)]
+    # Epoch 0 is the base model, scored with heldout_score on its embeddings of the texts.
+    _, held = heldout_split(dataset, 0.25, 3)
+    corpus_ids = list(dataset["corpus"])
+
+    def score(encoder) -> float:
+        queries = embed_texts(encoder, [dataset["queries"][q] for q in held], "query: ", 16)
+        corpus = embed_texts(encoder, [dataset["corpus"][c] for c in corpus_ids], "passage: ", 16)
+        return heldout_score(queries, corpus, held, corpus_ids, dataset["relevant_docs"])
+
+    base = fresh_encoder()
+    base.max_seq_length = 64  # train.max_seq_length applies from epoch 0 on
+    assert 0 < epochs[0][2] < 1
+    assert epochs[0][2] == pytest.approx(score(base), abs=1e-6)
+    assert epochs[0][2] != score(minilm)  # the texts are truncated: the setting took effect
+    assert epochs[2][2] == pytest.approx(score(model), abs=1e-6)
+    assert model.prompts == {"query": "query: ", "document": "passage: "}
+    assert not model.training
+
+
+def test_cached_loss_matryoshka_and_hard_negatives_train(tmp_path):
+    train_cfg = full_cfg(
+        "train/loss=cached_mnrl",
+        holdout_fraction=0.0,
+        matryoshka_dims=[384, 64],
+        hard_negatives=1,
+        hard_negative_ranks=[2, 6],
+    )
+    train_cfg = train_cfg.model_copy(
+        update={"loss": train_cfg.loss.model_copy(update={"mini_batch_size": 2})}
+    )
+    steps: list[float] = []
+    epochs: list[int] = []
+    log = TrainingLog(lambda s, loss: steps.append(loss), lambda e, s, m: epochs.append(e))
+    model = train_full(fresh_encoder(), tiny_dataset(), train_cfg, EMBED, seed=1, log=log)
+    assert len(steps) == 3 and all(loss > 0 for loss in steps)  # hard negatives: never zero
+    assert epochs == []  # nothing held out: no selection, the last epoch is kept
+    save_tuned(FullModel(model, "query: ", "passage: ", 16), tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["method"] == "full"
+
+
+def test_too_few_training_pairs():
+    dataset = tiny_dataset()
+    dataset["relevant_docs"] = {"q0": ["c0"]}
+    with pytest.raises(EmbedtuneError, match="fewer than 2 labelled queries"):
+        train_full(fresh_encoder(), dataset, full_cfg(), EMBED, seed=0, log=TrainingLog())
+
+
+# --- losses, precision, arguments ----------------------------------------------------------
+
+
+def test_make_loss(minilm):
+    from sentence_transformers.sentence_transformer import losses
+
+    plain = make_loss(minilm, full_cfg())
+    assert type(plain) is losses.MultipleNegativesRankingLoss and plain.scale == 20.0
+    nested = make_loss(minilm, full_cfg(matryoshka_dims=[384, 128]))
+    assert isinstance(nested, losses.MatryoshkaLoss)
+    assert list(nested.matryoshka_dims) == [384, 128]
+    assert type(nested.loss) is losses.MultipleNegativesRankingLoss
+
+
+def test_matryoshka_dims_larger_than_the_model(minilm):
+    with pytest.raises(EmbedtuneError, match=r"matryoshka_dims \[512, 128\] exceed.*384"):
+        make_loss(minilm, full_cfg(matryoshka_dims=[512, 128]))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "flags"),
+    [
+        ("bfloat16", "cpu", {}),
+        ("float16", "cpu", {}),
+        ("bfloat16", "cuda", {"bf16": True, "fp16": False}),
+        ("float16", "cuda", {"bf16": False, "fp16": True}),
+        ("float32", "cuda", {"bf16": False, "fp16": False}),
+    ],
+)
+def test_mixed_precision(dtype, device, flags):
+    assert mixed_precision(cfg("embed", dtype=dtype), device) == flags
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_training_arguments(tmp_path, held):
+    train_cfg = full_cfg(epochs=2, patience=0)
+    args = training_arguments(train_cfg, EMBED, 5, str(tmp_path), "cpu", held)
+    assert (args.num_train_epochs, args.per_device_train_batch_size) == (2, 4)
+    assert (args.learning_rate, args.weight_decay, args.seed, args.data_seed) == (1e-4, 0.01, 5, 5)
+    assert args.warmup_steps == 0.1  # transformers 5: below 1, a fraction of the steps
+    assert args.per_device_eval_batch_size == 16
+    assert args.batch_sampler == "no_duplicates"
+    assert args.eval_strategy == args.save_strategy == ("epoch" if held else "no")
+    assert args.load_best_model_at_end is held
+    assert args.metric_for_best_model == (EVAL_KEY if held else None)
+    assert args.greater_is_better and args.save_only_model
+    assert args.use_cpu and args.report_to == [] and args.disable_tqdm
+    assert not args.bf16 and not args.fp16

@@ -1,0 +1,137 @@
+"""BEIR folders (corpus.jsonl, queries.jsonl, qrels/test.tsv): reading, and one-line errors that
+name the file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.beir import Benchmark, load_benchmark
+
+BEIR_CORPUS = [
+    {"_id": "d-for", "title": "for", "text": "The for statement iterates over a sequence."},
+    {"_id": "d-raise", "title": "", "text": "The raise statement raises an exception."},
+    {"_id": "d-import", "title": "import", "text": "The import statement loads a module."},
+    {"_id": "d-pass", "text": "pass is a null operation; nothing happens."},
+]
+BEIR_QUERIES = [
+    {"_id": "q1", "text": "How do I loop over a list?"},
+    {"_id": "q2", "text": "How do I signal an error?"},
+    {"_id": "q3", "text": "A query without judgements"},
+]
+BEIR_QRELS = (
+    "query-id\tcorpus-id\tscore\nq1\td-for\t2\nq1\td-pass\t1\nq2\td-raise\t1\nq2\td-for\t0\n"
+)
+
+
+def write_beir(folder: Path, corpus=None, queries=None, qrels: str | None = None) -> Path:
+    """A small BEIR folder (two judged queries over four documents) at `folder`."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in (BEIR_CORPUS if corpus is None else corpus)]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    lines = [json.dumps(r) for r in (BEIR_QUERIES if queries is None else queries)]
+    (folder / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "qrels" / "test.tsv").write_text(BEIR_QRELS if qrels is None else qrels)
+    return folder
+
+
+def test_load_benchmark(tmp_path):
+    bench = load_benchmark(write_beir(tmp_path / "tiny"))
+    assert isinstance(bench, Benchmark)
+    assert bench.corpus["d-for"] == "for The for statement iterates over a sequence."
+    assert bench.corpus["d-raise"] == "The raise statement raises an exception."  # empty title
+    assert bench.corpus["d-pass"] == "pass is a null operation; nothing happens."
+    assert list(bench.corpus) == ["d-for", "d-raise", "d-import", "d-pass"]
+    assert list(bench.queries) == ["q1", "q2"]  # q3 has no judgement: not scored
+    assert bench.qrels == {"q1": {"d-for": 2.0, "d-pass": 1.0}, "q2": {"d-raise": 1.0}}
+
+
+def test_integer_ids_blank_lines_and_string_path(tmp_path):
+    folder = write_beir(
+        tmp_path / "ints",
+        corpus=[{"_id": 7, "text": "seven"}, {"_id": "8", "text": "eight"}],
+        queries=[{"_id": 1, "text": "which number?"}],
+        qrels="query-id\tcorpus-id\tscore\n\n1\t7\t1\n",
+    )
+    (folder / "corpus.jsonl").write_text((folder / "corpus.jsonl").read_text() + "\n\n")
+    bench = load_benchmark(str(folder))
+    assert bench.corpus == {"7": "seven", "8": "eight"}
+    assert bench.queries == {"1": "which number?"}
+    assert bench.qrels == {"1": {"7": 1.0}}
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: (f / "corpus.jsonl").unlink(), r"corpus\.jsonl not found"),
+        (lambda f: (f / "queries.jsonl").unlink(), r"queries\.jsonl not found"),
+        (lambda f: (f / "qrels" / "test.tsv").unlink(), r"test\.tsv not found"),
+        (lambda f: write_beir(f, corpus=[]), r"corpus\.jsonl: no records"),
+        (
+            lambda f: (f / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "b",\n'),
+            r"corpus\.jsonl:2: not valid JSON",
+        ),
+        (lambda f: write_beir(f, corpus=[[1, 2]]), r"corpus\.jsonl:1: expected a JSON object"),
+        (
+            lambda f: write_beir(f, corpus=[{"text": "x"}]),
+            r"corpus\.jsonl:1: missing or invalid _id",
+        ),
+        (
+            lambda f: write_beir(f, corpus=[{"_id": True, "text": "x"}]),
+            r"corpus\.jsonl:1: missing or invalid _id",
+        ),
+        (
+            lambda f: write_beir(f, queries=[{"_id": "q1"}]),
+            r"queries\.jsonl:1: missing or invalid text",
+        ),
+        (
+            lambda f: write_beir(f, corpus=[*BEIR_CORPUS, {"_id": "d-for", "text": "again"}]),
+            r"corpus\.jsonl:5: duplicate _id 'd-for'",
+        ),
+        (
+            lambda f: write_beir(f, corpus=[{"_id": "d", "title": 3, "text": "x"}]),
+            r"corpus\.jsonl:1: title must be a string",
+        ),
+        (lambda f: write_beir(f, qrels="q\tc\ts\n"), r"test\.tsv:1: header must be query-id"),
+        (lambda f: write_beir(f, qrels=""), r"test\.tsv:1: header must be query-id"),
+        (
+            lambda f: write_beir(f, qrels=BEIR_QRELS + "q1 d-for 1\n"),
+            r"test\.tsv:6: expected 3 tab-separated fields",
+        ),
+        (
+            lambda f: write_beir(f, qrels=BEIR_QRELS + "q1\td-for\thigh\n"),
+            r"test\.tsv:6: score 'high' is not a number",
+        ),
+        (
+            lambda f: write_beir(f, qrels=BEIR_QRELS + "q1\td-for\tnan\n"),
+            r"test\.tsv:6: score 'nan' is not finite",
+        ),
+        (
+            lambda f: write_beir(f, qrels=BEIR_QRELS + "q9\td-for\t1\n"),
+            r"test\.tsv:6: query-id 'q9' is not in queries\.jsonl",
+        ),
+        (
+            lambda f: write_beir(f, qrels=BEIR_QRELS + "q1\td-9\t1\n"),
+            r"test\.tsv:6: corpus-id 'd-9' is not in corpus\.jsonl",
+        ),
+        (
+            lambda f: write_beir(f, qrels="query-id\tcorpus-id\tscore\nq1\td-for\t0\n"),
+            r"test\.tsv: no pair with a score > 0",
+        ),
+    ],
+)
+def test_bad_benchmark_folder(tmp_path, damage, expected):
+    folder = write_beir(tmp_path / "bench")
+    damage(folder)
+    with pytest.raises(EmbedtuneError, match=expected) as info:
+        load_benchmark(folder)
+    assert "\n" not in str(info.value)
+    assert str(folder) in str(info.value)
+
+
+def test_missing_benchmark_folder(tmp_path):
+    with pytest.raises(EmbedtuneError, match=r"nowhere: benchmark folder not found \(eval\."):
+        load_benchmark(tmp_path / "nowhere")

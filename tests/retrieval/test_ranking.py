@@ -1,0 +1,171 @@
+"""Where relevant chunks land: cosine scores, relevance grades, and THE tie rule (ties count
+against the model), checked on hand-made vectors and against a plain sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embedtune.errors import EmbedtuneError
+from embedtune.retrieval import ranking
+from embedtune.retrieval.metrics import query_metrics, summarize
+from embedtune.retrieval.ranking import (
+    Ranked,
+    binary_qrels,
+    cosine_scores,
+    rank,
+    rank_relevant,
+    relevance_matrix,
+)
+
+
+def ranked_from(scores, qrels: dict[int, dict[int, float]]) -> Ranked:
+    """Rank a (queries, chunks) score list; qrels maps query row -> {chunk column: grade}."""
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    relevance = torch.zeros_like(scores)
+    for q, grades in qrels.items():
+        for c, g in grades.items():
+            relevance[q, c] = g
+    return rank_relevant(scores, relevance)
+
+
+# Hand-made: three chunks on the unit circle, four queries with known gold ranks.
+CORPUS = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+QUERIES = [
+    [1.0, 0.1],  # gold c0, the closest chunk: rank 1
+    [1.0, 0.2],  # gold c1, second closest after c0: rank 2
+    [2.0, 0.0],  # gold c2, the farthest (and not unit length): rank 3
+    [0.0, 3.0],  # gold c0 and c1: c1 ranks first; c0 ties with c2 at 0 and ranks after it
+]
+QIDS, CIDS = ["q0", "q1", "q2", "q3"], ["c0", "c1", "c2"]
+QRELS = {"q0": {"c0": 1.0}, "q1": {"c1": 1.0}, "q2": {"c2": 1.0}, "q3": {"c0": 1.0, "c1": 1.0}}
+
+
+def hand_made_ranked() -> Ranked:
+    return rank(torch.tensor(QUERIES), torch.tensor(CORPUS), QIDS, CIDS, QRELS)
+
+
+@pytest.fixture
+def hand_made() -> Ranked:
+    return hand_made_ranked()
+
+
+def test_ranks_of_relevant_chunks(hand_made):
+    assert [r.tolist() for r in hand_made.ranks] == [[1], [2], [3], [3, 1]]
+    assert [g.tolist() for g in hand_made.grades] == [[1.0], [1.0], [1.0], [1.0, 1.0]]
+    assert hand_made.best.tolist() == [1, 2, 3, 1]
+
+
+def test_cosine_scores_normalise_both_sides():
+    scores = cosine_scores(torch.tensor([[3.0, 4.0]]), torch.tensor([[6.0, 8.0], [0.0, -2.0]]))
+    assert scores[0].tolist() == pytest.approx([1.0, -0.8])
+    half = cosine_scores(torch.tensor([[3.0, 4.0]], dtype=torch.float16), torch.eye(2))
+    assert half.dtype == torch.float32
+
+
+def test_binary_qrels():
+    assert binary_qrels(["q0", "q1"], {"q0": ["c0", "c2"], "q9": ["c1"]}) == {
+        "q0": {"c0": 1.0, "c2": 1.0},
+        "q1": {},
+    }
+
+
+def test_relevance_matrix():
+    relevance = relevance_matrix(
+        ["q0", "q1", "q2"], ["c0", "c1"], {"q0": {"c1": 2.0}, "q1": {"c0": 1.0, "c1": 0.0}}
+    )
+    assert relevance.tolist() == [[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]]
+
+
+def test_relevance_matrix_unknown_chunk():
+    with pytest.raises(
+        EmbedtuneError, match="query 'q0': relevant chunk 'c9' is not in the corpus"
+    ):
+        relevance_matrix(["q0"], ["c0"], {"q0": {"c9": 1.0}})
+
+
+# --- the tie rule (pinned) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gold", [0, 1, 2])
+def test_gold_tied_with_non_gold_ranks_after_it(gold):
+    # Three chunks tie, wherever the gold one sits in the corpus it ranks after the other two.
+    ranked = ranked_from([[0.5, 0.5, 0.5, 0.1]], {0: {gold: 1.0}})
+    assert ranked.best.tolist() == [3]
+    # A chunk scored strictly lower never counts; one scored higher always does.
+    ranked = ranked_from([[0.9, 0.5, 0.5, 0.1]], {0: {1: 1.0}})
+    assert ranked.best.tolist() == [3]
+
+
+def test_tie_between_relevant_chunks_of_different_grades():
+    # The less relevant chunk ranks first: the tie costs the model NDCG as well.
+    ranked = ranked_from([[0.5, 0.5, 0.9]], {0: {0: 2.0, 1: 1.0}})
+    assert ranked.ranks[0].tolist() == [3, 2]
+    ranked = ranked_from([[0.5, 0.5, 0.9]], {0: {0: 1.0, 1: 2.0}})
+    assert ranked.ranks[0].tolist() == [2, 3]
+
+
+def test_equal_grades_tie_break_by_corpus_position():
+    # Both relevant, same grade, same score as a non-relevant chunk: the non-relevant one first,
+    # then the earlier of the two in the corpus.
+    ranked = ranked_from([[0.5, 0.5, 0.5]], {0: {0: 1.0, 1: 1.0}})
+    assert ranked.ranks[0].tolist() == [2, 3]
+    ranked = ranked_from([[0.5, 0.5, 0.5]], {0: {1: 1.0, 2: 1.0}})
+    assert ranked.ranks[0].tolist() == [2, 3]
+
+
+def test_collapsed_model_scores_zero_not_perfect():
+    # A model that maps every query to the zero vector scores every chunk equally (0).
+    ranked = rank(
+        torch.zeros(3, 4),
+        torch.eye(4),
+        ["q0", "q1", "q2"],
+        ["c0", "c1", "c2", "c3"],
+        {f"q{i}": {f"c{i}": 1.0} for i in range(3)},
+    )
+    assert ranked.best.tolist() == [4, 4, 4]  # every gold chunk last of 4
+    metrics = summarize(query_metrics(ranked, {"hit_rate": [1, 3], "mrr": [10]}))
+    assert metrics["hit_rate@1"] == 0.0
+    assert metrics["hit_rate@3"] == 0.0
+    assert metrics["mrr@10"] == pytest.approx(0.25)
+
+
+def test_query_without_relevant_chunk():
+    ranked = ranked_from([[0.9, 0.1], [0.2, 0.3]], {1: {0: 1.0}})
+    assert ranked.best.tolist() == [0, 2]
+    assert ranked.ranks[0].tolist() == [] and ranked.grades[0].tolist() == []
+
+
+def test_no_queries():
+    ranked = rank_relevant(torch.zeros(0, 3), torch.zeros(0, 3))
+    assert ranked.ranks == [] and ranked.best.tolist() == []
+
+
+def sorted_ranks(scores: np.ndarray, relevance: np.ndarray) -> list[list[int]]:
+    """The tie rule written as a plain sort: by score descending, then grade ascending, then
+    corpus position; a relevant chunk's rank is its place in that order."""
+    out = []
+    for row, grades in zip(scores, relevance, strict=True):
+        order = sorted(range(len(row)), key=lambda c: (-row[c], grades[c], c))
+        place = {c: i + 1 for i, c in enumerate(order)}
+        out.append([place[c] for c in np.flatnonzero(grades > 0)])
+    return out
+
+
+@pytest.mark.parametrize("block", [1, 3, 256])
+def test_ranks_match_a_plain_sort_in_any_block_size(monkeypatch, block):
+    rng = np.random.default_rng(block)
+    scores = rng.integers(0, 4, size=(30, 25)).astype(np.float32)  # many ties
+    relevance = rng.choice([0.0, 0.0, 0.0, 1.0, 2.0], size=(30, 25)).astype(np.float32)
+    monkeypatch.setattr(ranking, "_PAIRS_PER_BLOCK", block)
+    ranked = rank_relevant(torch.from_numpy(scores), torch.from_numpy(relevance))
+    assert [r.tolist() for r in ranked.ranks] == sorted_ranks(scores, relevance)
+    grades = [row[row > 0].tolist() for row in relevance]
+    assert [g.tolist() for g in ranked.grades] == grades
+
+
+def test_hand_made_in_blocks_of_two(monkeypatch, hand_made):
+    monkeypatch.setattr(ranking, "_PAIRS_PER_BLOCK", 2)
+    again = hand_made_ranked()
+    assert [r.tolist() for r in again.ranks] == [r.tolist() for r in hand_made.ranks]
