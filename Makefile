@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train dagshub
+.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality dagshub
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,3 +54,6 @@ bench-eval: setup  ## our eval vs LlamaIndex retriever evaluation (same model, d
 
 bench-train: setup  ## adapter training vs LlamaIndex EmbeddingAdapterFinetuneEngine (same model, data); last line speedup=
 	$(RUN) python bench/bench_train.py
+
+bench-quality: setup  ## the committed pipeline on Vaswani abstracts, scored on its real queries (about 30 min)
+	$(RUN) python bench/bench_quality.py

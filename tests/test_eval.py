@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -108,6 +109,13 @@ def test_stage_writes_every_output(workdir, capsys):
     assert list(benchmarks) == ["tiny"]
     assert benchmarks["tiny"]["base"]["queries"] == 2
     assert sorted(benchmarks["tiny"]["tuned"]) == keys
+    # tuned - base on the benchmark's queries, with its paired interval, for every metric
+    bench_delta = benchmarks["tiny"]["delta"]
+    assert sorted(bench_delta) == sorted(k for k in keys if k != "queries")
+    for name, d in bench_delta.items():
+        tiny = benchmarks["tiny"]
+        assert d["diff"] == pytest.approx(tiny["tuned"][name] - tiny["base"][name], abs=2e-4)
+        assert d["low"] <= d["diff"] <= d["high"]
 
     with (workdir / "metrics/eval_queries.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -124,7 +132,7 @@ def test_stage_writes_every_output(workdir, capsys):
     assert "validation split, 4 held-out queries" in out
     assert "hit_rate@1" in out and "tuned - base" in out and "interval" in out
     assert "train split (3 queries): hit_rate@3 base 1.0000" in out
-    assert "benchmark tiny (2 queries): ndcg@10 base" in out
+    assert re.search(r"benchmark tiny \(2 queries\): ndcg@10 base \S+ tuned \S+ diff \S+ \[", out)
 
 
 def test_identity_adapter_and_no_bootstrap(workdir):

@@ -106,7 +106,13 @@ def test_benchmark_lines_use_the_largest_ndcg_cut_off(capsys):
     }
     print_benchmarks({"scifact": scifact, "nohits": {m: {"queries": 1} for m in scifact}})
     assert capsys.readouterr().out == (
-        "benchmark scifact (300 queries): ndcg@10 base 0.6000, tuned 0.6500\n"
+        "benchmark scifact (300 queries): ndcg@10 base 0.6000 tuned 0.6500\n"
+    )
+    delta = {"ndcg@10": {"diff": 0.05, "low": -0.01, "high": 0.12}}
+    print_benchmarks({"scifact": {**scifact, "delta": delta}})
+    assert capsys.readouterr().out == (
+        "benchmark scifact (300 queries): ndcg@10 base 0.6000 tuned 0.6500 "
+        "diff +0.0500 [-0.0100, +0.1200]\n"
     )
     print_benchmarks({})
     assert capsys.readouterr().out == ""

@@ -12,7 +12,8 @@ base model and once with the tuned model (`embedtune.methods`), and writes:
   (a large train/validation gap is overfitting);
 - metrics/eval_queries.csv: per query, the rank of its best-ranked gold chunk for both models;
 - metrics/plots/hit_rate_vs_k.csv: hit rate at k = 1..max(eval.metrics.hit_rate), both models;
-- metrics/benchmarks.json: the same metrics on each `eval.benchmarks` folder (BEIR layout).
+- metrics/benchmarks.json: the same metrics on each `eval.benchmarks` folder (BEIR layout),
+  with tuned - base and its paired bootstrap interval under "delta".
 
 Ranking, ties (they count against the model) and metrics: `embedtune.retrieval`.
 """
@@ -41,15 +42,19 @@ from embedtune.retrieval.bootstrap import paired_bootstrap
 PARAMS = {"seed": int, "embed": EmbedConfig, "eval": EvalConfig}
 
 
-def benchmark_metrics(cfg: EvalConfig, embed: EmbedConfig, tuned) -> dict[str, dict]:
+def benchmark_metrics(cfg: EvalConfig, embed: EmbedConfig, tuned, seed: int) -> dict[str, dict]:
+    """Base and tuned figures on each benchmark, with tuned - base and its paired interval."""
     if not cfg.benchmarks:
         return {}
     sets = {Path(b).name: load_benchmark(b) for b in cfg.benchmarks}  # fail before encoding
     encoder = load_encoder(embed)
-    return {
-        name: evaluate_benchmark(bench, encoder, tuned, embed, cfg.metrics).metrics
-        for name, bench in sets.items()
-    }
+    figures = {}
+    for name, bench in sets.items():
+        result = evaluate_benchmark(bench, encoder, tuned, embed, cfg.metrics)
+        base, tuned_ = result.per_query["base"], result.per_query["tuned"]
+        delta = paired_bootstrap(base, tuned_, cfg.bootstrap, cfg.confidence, seed)
+        figures[name] = {**result.metrics, "delta": delta}
+    return figures
 
 
 def main() -> None:
@@ -66,7 +71,7 @@ def main() -> None:
     delta = paired_bootstrap(
         per_query["base"], per_query["tuned"], cfg.bootstrap, cfg.confidence, params.seed
     )
-    benchmarks = benchmark_metrics(cfg, params.embed, tuned)
+    benchmarks = benchmark_metrics(cfg, params.embed, tuned, params.seed)
 
     io.write_json(io.METRICS_DIR / "eval.json", validation.metrics)
     io.write_json(io.METRICS_DIR / "eval_delta.json", delta)

@@ -72,14 +72,21 @@ def print_train_split(metrics: dict[str, dict]) -> None:
 
 
 def print_benchmarks(benchmarks: dict[str, dict]) -> None:
-    """One line per benchmark: nDCG at its largest cut-off, base and tuned."""
+    """One line per benchmark: nDCG at its largest cut-off, base, tuned, and tuned - base with
+    its interval when the figures carry one."""
     for bench, metrics in benchmarks.items():
         name = _largest_k(metrics["base"], "ndcg")
-        if name:
-            print(
-                f"benchmark {bench} ({metrics['base']['queries']} queries): {name} "
-                f"base {metrics['base'][name]:.4f}, tuned {metrics['tuned'][name]:.4f}"
-            )
+        if not name:
+            continue
+        base, tuned = metrics["base"][name], metrics["tuned"][name]
+        line = f"benchmark {bench} ({metrics['base']['queries']} queries): {name} "
+        line += f"base {base:.4f} tuned {tuned:.4f}"
+        delta = metrics.get("delta", {}).get(name)
+        if delta:
+            line += f" diff {delta['diff']:+.4f}"
+            if delta["low"] is not None:
+                line += f" [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+        print(line)
 
 
 def main() -> None:
