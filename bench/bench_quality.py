@@ -44,6 +44,8 @@ def write_documents(collection: Path, folder: Path, count: int) -> None:
 
 def run(args: list[str], cwd: Path) -> None:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(cwd / "src")}
+    # dvc and the stages run from this interpreter's environment (.venv), activated or not
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -73,6 +75,8 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="embedtune-quality-"))
     repo, docs = work / "repo", work / "docs"
+    if repo.exists() or docs.exists():
+        sys.exit(f"{work} already holds a run: remove it or pick another --keep folder")
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     write_documents(args.collection, docs, args.docs)
     where = ["-S", f"data.local_dir={docs}", "-S", f"eval.benchmarks=[{args.collection}]"]
