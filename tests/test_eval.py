@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -185,6 +186,7 @@ def test_missing_embeddings(workdir, capsys):
 
 def test_unknown_metric(workdir, capsys):
     write_params(workdir, metrics={"hit_rate": [1], "precision": [5]})
+    shutil.rmtree(io.TUNED_DIR)  # the metric is checked first, before any model loads
     fails_with(capsys, "eval.metrics='precision' is not known (known: hit_rate, mrr, ndcg, recall)")
     assert not (workdir / "metrics").exists()
 

@@ -38,6 +38,7 @@ from embedtune.methods.base import load_tuned
 from embedtune.report import print_benchmarks, print_table, print_train_split
 from embedtune.retrieval.beir import load_benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
+from embedtune.retrieval.metrics import METRICS
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "eval": EvalConfig}
 
@@ -60,6 +61,8 @@ def benchmark_metrics(cfg: EvalConfig, embed: EmbedConfig, tuned, seed: int) -> 
 def main() -> None:
     params = load_params(PARAMS)
     cfg: EvalConfig = params.eval
+    for name in cfg.metrics:  # an unknown metric stops the stage before any model loads
+        METRICS.get(name)
     tuned = load_tuned(io.TUNED_DIR, params.embed)
     results, datasets = {}, {}
     for split in ("validation", "train"):
