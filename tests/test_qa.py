@@ -15,6 +15,7 @@ from embedtune.qa import (
     SynthStats,
     build_prompt,
     check_failure_rate,
+    has_question,
     query_id,
     resolve_prompt,
     synthesize,
@@ -160,3 +161,12 @@ def test_failure_rate_over_limit_stops_with_one_line():
     assert str(err.value).endswith("first reason: no_valid_question")
     assert "\n" not in str(err.value)
     check_failure_rate("train", SynthStats(), cfg("synth", max_failure_rate=0.0))  # no chunks
+
+
+def test_has_question_only_for_a_usable_question_about_the_chunk():
+    synth = cfg("synth")
+    chunk = {"id": "c", "text": "The for statement repeats its body."}
+    assert has_question(Generation("1. How does for repeat its body?", 9), chunk, synth)
+    assert not has_question(Generation("What does the passage say about it?", 7), chunk, synth)
+    assert not has_question(Generation("The for statement repeats its body.", 7), chunk, synth)
+    assert not has_question(Failure("generation_error: HTTP 400"), chunk, synth)

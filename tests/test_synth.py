@@ -98,6 +98,8 @@ def test_stage_writes_the_dataset_metrics_and_failures(stage):
         "failures": {},
         "drops": {"not_a_question": 3},
         "cached_answers": 0,
+        "retried_chunks": 0,
+        "recovered_chunks": 0,
         "tokens_generated": 36,
         "tokens_per_s": metrics["train"]["tokens_per_s"],
     }
@@ -108,6 +110,49 @@ def test_stage_writes_the_dataset_metrics_and_failures(stage):
     # The LLM was loaded once (one GET /models) for both splits; one request per chunk.
     assert [r for r in stub.requests if r[0] == "GET"] == [("GET", "/v1/models", None)]
     assert posts(stub) == 5
+
+
+def answer_greedy_badly(body: dict) -> Reply:
+    """Greedy answers talk about "the text" (dropped); sampled ones, with seed 43 only, ask a
+    real question about the chunk's first word."""
+    if body.get("temperature", 0) == 0:
+        return Reply(body=completion("What does the text say?", tokens=5))
+    word = re.search(r"Text: The (\w+) statement", prompt_of(body)).group(1)
+    good = body.get("seed") == 43 and body["temperature"] == 0.5
+    text = f"How is {word} used?" if good else "What is this passage about?"
+    return Reply(body=completion(text, tokens=4))
+
+
+def test_a_chunk_without_a_question_is_asked_again_with_seeded_sampling(stage):
+    with stub_server(lambda hit, body: answer_greedy_badly(body)) as (stub, url):
+        metrics = stage(url, **{"synth.attempts": 3, "synth.retry_temperature": 0.5})
+    train = json.loads((stage.work / "data/qa/train.json").read_text())
+    assert sorted(train["queries"].values()) == sorted(
+        f"How is {w} used?" for w in CHUNKS["train"][:3]
+    )
+    assert metrics["train"]["retried_chunks"] == 3
+    assert metrics["train"]["recovered_chunks"] == 3
+    assert metrics["train"]["failed_chunks"] == 0
+    # 5 greedy answers, 5 retries with seed 43 (all recovered): no third attempt.
+    seeds = [body.get("seed") for body in stub.bodies]
+    assert sorted(seeds, key=str) == sorted([None] * 5 + [43] * 5, key=str)
+    # The retries are cached too: a second run asks nothing and writes the same files.
+    first = qa_files(stage.work)
+    with stub_server(lambda hit, body: answer_greedy_badly(body)) as (again, url):
+        stage(url)
+    assert posts(again) == 0 and qa_files(stage.work) == first
+
+
+def test_retries_that_find_nothing_leave_the_chunk_failed(stage):
+    never = lambda hit, body: Reply(body=completion("What does the text say?"))  # noqa: E731
+    with stub_server(never) as (stub, url):
+        with pytest.raises(EmbedtuneError, match="3 of 3 chunks failed"):
+            stage(url, **{"synth.attempts": 3, "synth.max_failure_rate": 0.5})
+        assert posts(stub) == 3 * 3  # each training chunk asked three times; the gate stopped
+        metrics = stage(url, **{"synth.max_failure_rate": 1.0})
+    assert posts(stub) == 9 + 2 * 3  # the training answers came from the cache
+    assert metrics["train"]["retried_chunks"] == 3 and metrics["train"]["recovered_chunks"] == 0
+    assert metrics["train"]["failures"] == {"no_valid_question": 3}
 
 
 def test_a_cached_run_loads_no_llm_and_changes_nothing(stage):

@@ -101,6 +101,9 @@ class SynthConfig(Section):
     max_copied_words: int = Field(gt=0)
     near_duplicate: float = Field(gt=0, le=1)
     max_failure_rate: float = Field(ge=0, le=1)
+    # a chunk whose answer gave no valid question is asked again, up to this many answers in all
+    attempts: int = Field(ge=1)
+    retry_temperature: float = Field(gt=0)  # those retries sample (seeded) at this temperature
 
     @model_validator(mode="after")
     def _template(self) -> SynthConfig:

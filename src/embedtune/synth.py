@@ -24,7 +24,13 @@ from embedtune.llm.answers import (
     halve_on_oom,
 )
 from embedtune.llm.base import Generation, backend_config, make_chat
-from embedtune.qa import build_prompt, check_failure_rate, resolve_prompt, synthesize
+from embedtune.qa import (
+    build_prompt,
+    check_failure_rate,
+    has_question,
+    resolve_prompt,
+    synthesize,
+)
 
 PARAMS = {"seed": int, "llm": backend_config, "synth": SynthConfig}
 
@@ -33,18 +39,24 @@ class LazyChat:
     """Loads the LLM only when some prompt is not cached, so a fully cached run loads none."""
 
     def __init__(self, params):
-        self.params = params
+        self.llm, self.seed = params.llm, params.seed
         self.chat = None
+
+    def configure(self, llm, seed: int) -> None:
+        """Generate with these settings from now on (retries sample), without reloading."""
+        self.llm, self.seed = llm, seed
+        if self.chat is not None:
+            self.chat.cfg, self.chat.seed = llm, seed
 
     def load(self) -> None:
         if self.chat is None:
-            self.chat = make_chat(self.params.llm, self.params.seed).load()
+            self.chat = make_chat(self.llm, self.seed).load()
 
     def __call__(self, prompts: list[str]) -> list[Generation]:
         return halve_on_oom(self.chat.generate)(prompts)
 
 
-def answer_split(split: str, prompts: list[str], generate, params, cache) -> tuple:
+def answer_split(split: str, prompts: list[str], generate: LazyChat, cache) -> tuple:
     """Answer one split's prompts with a rich progress bar (chunks, tokens/s, ETA).
 
     Returns:
@@ -82,14 +94,42 @@ def answer_split(split: str, prompts: list[str], generate, params, cache) -> tup
         answers, reused = answer_all(
             prompts,
             generate,
-            params.llm.batch_size,
-            lambda p: answer_key(params.llm, params.seed, p),
+            generate.llm.batch_size,
+            lambda p: answer_key(generate.llm, generate.seed, p),
             cache,
             on_batch,
             generate.load,
         )
         progress.update(task, completed=len(prompts))
     return answers, reused, tokens, time.perf_counter() - started
+
+
+def retry_unanswered(split, chunks, prompts, answers, generate, params, cache) -> tuple[int, int]:
+    """Ask again, with seeded sampling, the chunks whose answer gave no valid question, up to
+    `synth.attempts` answers per chunk; a retry's answer replaces the first only when it holds a
+    question. Retries are cached like any answer (the seed is part of their key).
+
+    Returns:
+        How many chunks were asked again, and how many of them got a question.
+    """
+    cfg = params.synth
+    retried: set[int] = set()
+    recovered = 0
+    for attempt in range(1, cfg.attempts):
+        todo = [i for i, a in enumerate(answers) if not has_question(a, chunks[i], cfg)]
+        if not todo:
+            break
+        sampling = params.llm.model_copy(update={"temperature": cfg.retry_temperature})
+        generate.configure(sampling, params.seed + attempt)
+        asked = [prompts[i] for i in todo]
+        again, *_ = answer_split(f"{split} retry {attempt}", asked, generate, cache)
+        for i, answer in zip(todo, again, strict=True):
+            retried.add(i)
+            if has_question(answer, chunks[i], cfg):
+                answers[i] = answer
+                recovered += 1
+    generate.configure(params.llm, params.seed)
+    return len(retried), recovered
 
 
 def main() -> None:
@@ -101,9 +141,11 @@ def main() -> None:
     for split in io.SPLITS:
         chunks = io.read_jsonl(io.CHUNKS_DIR / f"{split}.jsonl")[: params.synth.max_chunks]
         prompts = [build_prompt(template, c["text"], params.synth.num_questions) for c in chunks]
-        answers, reused, tokens, seconds = answer_split(split, prompts, generate, params, cache)
+        answers, reused, tokens, seconds = answer_split(split, prompts, generate, cache)
+        retried = retry_unanswered(split, chunks, prompts, answers, generate, params, cache)
         dataset, stats = synthesize(chunks, answers, params.synth)
         stats.cached_answers, stats.fresh_tokens, stats.seconds = reused, tokens, seconds
+        stats.retried_chunks, stats.recovered_chunks = retried
         metrics[split], failures[split] = stats.as_dict(), stats.failures
         print(
             f"{split:<10} {stats.chunks:>5} chunks ({reused} cached) -> {stats.questions:>5} "
