@@ -1,7 +1,7 @@
 """Quality on real queries: the pipeline on Vaswani NPL abstracts, scored on its human queries.
 
 Usage: python bench/bench_quality.py [--docs 300] [--methods adapter_linear_cpu full] [--keep DIR]
-       (make bench-quality)
+           [--set synth.attempts=3 ...]        (make bench-quality)
 
 Runs the committed pipeline the way a user would, in a fresh clone: a fixed subset of the
 collection's abstracts (the `--docs` whose sha256 of the id is smallest, one text file each) as
@@ -68,6 +68,9 @@ def main() -> None:
         "--methods", nargs="+", default=["adapter_linear_cpu", "adapter_2layer", "full"]
     )
     parser.add_argument("--collection", type=Path, default=COLLECTION)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="one more -S override"
+    )
     parser.add_argument("--keep", type=Path, help="work here (and keep it) instead of a tmp dir")
     args = parser.parse_args()
     if not (args.collection / "corpus.jsonl").is_file():
@@ -80,6 +83,7 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     write_documents(args.collection, docs, args.docs)
     where = ["-S", f"data.local_dir={docs}", "-S", f"eval.benchmarks=[{args.collection}]"]
+    where += [arg for override in args.set for arg in ("-S", override)]
     results = {}
     for method in args.methods:
         started = time.perf_counter()
