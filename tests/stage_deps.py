@@ -27,10 +27,11 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _imported(tree: ast.AST, src: Path) -> set[str]:
-    """Names of the project's modules that a parsed module imports (parents included)."""
+def imported(tree: ast.Module, src: Path, module_level_only: bool = False) -> set[str]:
+    """Names of the project's modules that a parsed module imports (parents included); with
+    `module_level_only`, only the imports that run when the module itself is imported."""
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in tree.body if module_level_only else ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -72,7 +73,7 @@ def import_closure(module: str, src: Path) -> set[Path]:
         path = module_file(src, name)
         tree = ast.parse(path.read_text(), str(path))
         own = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        todo.extend((_imported(tree, src) | _discovered(tree, own, src)) - seen)
+        todo.extend((imported(tree, src) | _discovered(tree, own, src)) - seen)
     return {module_file(src, name) for name in seen}
 
 

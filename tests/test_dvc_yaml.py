@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.stage_deps import check_deps, import_closure, module_file, stage_module
+from tests.stage_deps import check_deps, import_closure, imported, stage_module
 
 SRC = ROOT / "src"
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -73,16 +73,8 @@ def test_a_stage_cannot_read_a_section_it_does_not_list(tmp_path):
 
 def _module_level_imports(path) -> set[str]:
     """Project modules imported when `path` is imported (not those imported in functions)."""
-    found = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("embedtune"):
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("embedtune")]
-        else:
-            continue
-        found.update(n for n in names if module_file(SRC, n) and module_file(SRC, n) != path)
-    return found
+    own = {n for n, p in _all_modules().items() if p == path}
+    return imported(ast.parse(path.read_text()), SRC, module_level_only=True) - own
 
 
 def _all_modules() -> dict[str, object]:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from embedtune.errors import EmbedtuneError
+
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/manifest.json")
 CHUNKS_DIR = Path("data/chunks")
@@ -64,8 +66,6 @@ def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) 
 
 def load_qa(split: str) -> dict:
     """The `EmbeddingQAFinetuneDataset` dict that `synth` wrote for `split`."""
-    from embedtune.errors import EmbedtuneError
-
     path = QA_DIR / f"{split}.json"
     if not path.is_file():
         raise EmbedtuneError(f"{path} not found: run `dvc repro synth` first")
