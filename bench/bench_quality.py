@@ -3,6 +3,9 @@
 Usage: python bench/bench_quality.py [--docs 300] [--methods adapter_linear_cpu full] [--keep DIR]
            [--set synth.attempts=3 ...]        (make bench-quality)
 
+A method is a `train=` option, or `LABEL:OVERRIDE;OVERRIDE...` for a variant, e.g.
+`full_neg:train=full;train.hard_negatives=4`.
+
 Runs the committed pipeline the way a user would, in a fresh clone: a fixed subset of the
 collection's abstracts (the `--docs` whose sha256 of the id is smallest, one text file each) as
 `data=local` documents with `experiment=cpu`, synthetic questions, tuning, and `eval.benchmarks`
@@ -10,6 +13,9 @@ on the collection's 93 real queries over all 11,429 abstracts. The queries and q
 `eval` only: nothing is trained or chosen with them. One line per method:
 
     <method>: ndcg@10 base B tuned T diff D [low, high]   (paired bootstrap, 95%)
+
+followed by the same figure on the seen-corpus questions (new synthetic questions about the
+training abstracts, `metrics/eval_seen.json`) and on the validation abstracts' questions.
 """
 
 from __future__ import annotations
@@ -51,14 +57,23 @@ def run(args: list[str], cwd: Path) -> None:
         sys.exit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def line(method: str, figures: dict, seconds: float) -> str:
+def method_overrides(spec: str) -> tuple[str, list[str]]:
+    """(label, -S overrides) of a `--methods` entry."""
+    if ":" not in spec:
+        return spec, ["-S", f"train={spec}"]
+    label, rest = spec.split(":", 1)
+    return label, [arg for override in rest.split(";") for arg in ("-S", override)]
+
+
+def figure(figures: dict) -> str:
     base, tuned = figures["base"][METRIC], figures["tuned"][METRIC]
     delta = figures["delta"][METRIC]
     interval = f"[{delta['low']:+.4f}, {delta['high']:+.4f}]" if delta["low"] is not None else ""
-    return (
-        f"{method}: {METRIC} base {base:.4f} tuned {tuned:.4f} diff {delta['diff']:+.4f} "
-        f"{interval}  ({seconds:.0f} s)"
-    )
+    return f"{METRIC} base {base:.4f} tuned {tuned:.4f} diff {delta['diff']:+.4f} {interval}"
+
+
+def line(method: str, figures: dict, seconds: float) -> str:
+    return f"{method}: {figure(figures)}  ({seconds:.0f} s)"
 
 
 def main() -> None:
@@ -85,12 +100,20 @@ def main() -> None:
     where = ["-S", f"data.local_dir={docs}", "-S", f"eval.benchmarks=[{args.collection}]"]
     where += [arg for override in args.set for arg in ("-S", override)]
     results = {}
-    for method in args.methods:
+    for spec in args.methods:
+        method, overrides = method_overrides(spec)
         started = time.perf_counter()
-        run(["dvc", "exp", "run", *PIPELINE, *where, "-S", f"train={method}"], repo)
+        run(["dvc", "exp", "run", *PIPELINE, *where, *overrides], repo)
         figures = json.loads((repo / "metrics/benchmarks.json").read_text())
         results[method] = figures[args.collection.name]
         print(line(method, results[method], time.perf_counter() - started), flush=True)
+        validation = json.loads((repo / "metrics/eval.json").read_text())
+        validation["delta"] = json.loads((repo / "metrics/eval_delta.json").read_text())
+        print(f"  validation questions: {figure(validation)}", flush=True)
+        seen = json.loads((repo / "metrics/eval_seen.json").read_text())
+        if seen:
+            print(f"  seen-corpus questions: {figure(seen)}", flush=True)
+        results[method] = {"benchmark": results[method], "validation": validation, "seen": seen}
     synth = json.loads((repo / "metrics/synth.json").read_text())
     print("synth:", json.dumps({s: (v["chunks"], v["questions"]) for s, v in synth.items()}))
     (work / "bench_quality.json").write_text(json.dumps(results, indent=2, sort_keys=True))

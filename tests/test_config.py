@@ -34,6 +34,9 @@ PRESETS = {
     "2layer": ("train=adapter_2layer",),
     "full": ("train=full",),
     "cached_mnrl": ("train=full", "train/loss=cached_mnrl"),
+    "gist": ("train=full", "train/loss=gist"),
+    "margin_mse": ("train=full", "train/loss=margin_mse"),
+    "nudge": ("train=nudge",),
 }
 
 
@@ -338,7 +341,16 @@ def test_unknown_keys_cover_every_mapping():
         ("full", "train.loss.name", "triplet", r"train\.loss\.name='triplet' is not known \(kno"),
         ("full", "train.loss.scale", 0, r"train\.loss\.scale must be greater than 0, got 0"),
         ("full", "train.optimizer", "sgd", r"train\.optimizer must be 'adamw', got 'sgd'"),
-        ("full", "train.hard_negative_ranks", [5, 3], r"train\.hard_negative_ranks must be \[f"),
+        ("default", "mine.negative_ranks", [5, 3], r"mine\.negative_ranks must be \[first, l"),
+        ("default", "mine.negatives", 40, r"mine\.negatives \(40\) must fit in mine\.negat"),
+        ("default", "mine.seen_corpus_fraction", 1.0, r"mine\.seen_corpus_fraction must be les"),
+        (
+            "default",
+            "train.selection_confidence",
+            1,
+            r"train\.selection_confidence must be less than 1",
+        ),
+        ("gist", "train.loss.margin_strategy", "both", r"train\.loss\.margin_strategy must be"),
         ("cached_mnrl", "train.loss.mini_batch_size", 0, r"train\.loss\.mini_batch_size must"),
         ("openai", "llm.concurrency", 0, r"llm\.concurrency must be greater than 0, got 0"),
     ],

@@ -20,6 +20,7 @@ from embedtune.errors import run_stage
 from embedtune.methods.adapters import AdapterModel
 from embedtune.methods.base import save_tuned
 from embedtune.methods.linear import LinearAdapter
+from embedtune.mined import MINED_FILE, Mined
 from tests.conftest import cfg
 from tests.retrieval.test_beir import write_beir
 from tests.test_evaluation import DATASET
@@ -77,6 +78,8 @@ def workdir(tmp_path, monkeypatch, base_embeddings):
         save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", base_embeddings[split])
     save_tuned(scrambling_adapter(), io.TUNED_DIR)
     write_beir(tmp_path / "beir" / "tiny")
+    mined = Mined(["q-del", "q-yield"], {}, {"q-with": []})  # two questions set aside by `mine`
+    io.write_json(MINED_FILE, mined.as_dict())
     return tmp_path
 
 
@@ -106,6 +109,13 @@ def test_stage_writes_every_output(workdir, capsys):
     assert list(train) == ["train"]
     assert train["train"]["base"]["queries"] == 3
 
+    # The questions `mine` set aside, over the whole training corpus, with their interval.
+    seen = read_json(workdir / "metrics/eval_seen.json")
+    assert seen["base"]["queries"] == seen["tuned"]["queries"] == 2
+    assert seen["base"]["hit_rate@3"] == 1.0  # three chunks: every gold chunk is in the top 3
+    for name, d in seen["delta"].items():
+        assert d["diff"] == pytest.approx(seen["tuned"][name] - seen["base"][name], abs=2e-4)
+
     benchmarks = read_json(workdir / "metrics/benchmarks.json")
     assert list(benchmarks) == ["tiny"]
     assert benchmarks["tiny"]["base"]["queries"] == 2
@@ -130,6 +140,7 @@ def test_stage_writes_every_output(workdir, capsys):
     assert float(curve[2]["tuned"]) == metrics["tuned"]["hit_rate@3"]
 
     out = capsys.readouterr().out
+    assert "seen corpus: 2 new questions about the training documents" in out
     assert "validation split, 4 held-out queries" in out
     assert "hit_rate@1" in out and "tuned - base" in out and "interval" in out
     assert "train split (3 queries): hit_rate@3 base 1.0000" in out

@@ -16,7 +16,7 @@ from tests.conftest import SHRUNK, copy_project, run_cli
 
 pytestmark = pytest.mark.slow
 
-UPSTREAM = ("download", "chunk", "synth", "embed")
+UPSTREAM = ("download", "chunk", "synth", "embed", "mine")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,25 @@ def test_lr_change_reruns_only_train_and_eval(repo):
     assert (lr["old"], lr["new"]) == (0.001, 0.05)
 
 
+def test_round_trip_filter_reruns_mine_and_never_touches_validation_questions(repo):
+    before = json.loads((repo / "metrics/eval.json").read_text())
+    out = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "mine.roundtrip_top_k=1"], repo).stdout
+    for stage in UPSTREAM[:-1]:
+        assert f"Running stage '{stage}'" not in out
+    assert all(f"Running stage '{s}'" in out for s in ("mine", "train", "eval"))
+    counts = json.loads((repo / "metrics/mine.json").read_text())
+    assert counts["roundtrip_dropped"] > 0  # the base model misses some training questions' chunk
+    assert (
+        counts["training"] + counts["roundtrip_dropped"] + counts["seen_corpus"]
+        == counts["questions"]
+    )
+    after = json.loads((repo / "metrics/eval.json").read_text())
+    # Validation questions are never filtered by the base model: same questions, same base.
+    assert after["base"] == before["base"]
+    seen = json.loads((repo / "metrics/eval_seen.json").read_text())
+    assert seen["base"]["queries"] == counts["seen_corpus"] > 0
+
+
 def test_bad_parameter_fails_with_one_line(repo):
     proc = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "train.lr=-1"], repo, check=False)
     assert proc.returncode != 0
@@ -133,14 +152,14 @@ def _stages_to_rerun(repo: Path) -> set[str]:
 
 # A source edit -> exactly the stages whose results it can change (and none other).
 TOUCHES = [
-    ("src/embedtune/questions.py", {"synth"}),
+    ("src/embedtune/questions.py", {"synth", "mine"}),
     ("src/embedtune/llm/openai_chat.py", {"synth"}),
     ("src/embedtune/readers.py", {"chunk"}),
     ("src/embedtune/methods/adapters.py", {"train", "eval"}),
     ("src/embedtune/losses/mnrl.py", {"train", "eval"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
     ("src/embedtune/retrieval/metrics/mrr.py", {"train", "eval"}),
-    ("src/embedtune/config.py", {"download", "chunk", "synth", "embed", "train", "eval"}),
+    ("src/embedtune/config.py", {"download", "chunk", "synth", "embed", "mine", "train", "eval"}),
 ]
 
 

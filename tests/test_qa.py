@@ -4,6 +4,7 @@ was dropped, the failure-rate gate, and the LlamaIndex layout."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 from llama_index.finetuning import EmbeddingQAFinetuneDataset
@@ -13,14 +14,18 @@ from embedtune.io import write_json
 from embedtune.llm.base import Failure, Generation
 from embedtune.qa import (
     SynthStats,
+    build_judge_prompt,
     build_prompt,
     check_failure_rate,
     has_question,
+    judge_targets,
     query_id,
     resolve_prompt,
     synthesize,
 )
+from embedtune.questions import parse_questions
 from tests.conftest import cfg
+from tests.llm.test_transformers_chat import sharing
 from tests.test_questions import CLEAN, NO_QUESTION, REPEATED
 
 CFG = cfg("synth", num_questions=2, prompt="Text: {context}\nWrite {num_questions} questions.")
@@ -48,7 +53,18 @@ def test_build_prompt():
 
 def test_the_shipped_prompt_builds():
     prompt = build_prompt(cfg("synth").prompt, "A set holds unique items.", 2)
-    assert prompt.startswith("Text: A set holds unique items.\n\nWrite 2 different questions")
+    assert prompt.startswith("A set holds unique items.\n\nWrite 2 different questions")
+    # A small model echoes the prompt's name for its input ("What is the text about?").
+    assert not re.search(r"\b(text|passage|article|author)\b", cfg("synth").prompt, re.I)
+    keyword_prompt = build_prompt(cfg("synth").keyword_prompt, "A set holds unique items.", 3)
+    assert keyword_prompt.startswith("A set holds unique items.\n\nList 3 key topics")
+
+
+def test_build_judge_prompt():
+    template = "Context: {context}\nQuery: {question}\nScore 1-10."
+    assert build_judge_prompt(template, "d = {key}", "What is {key}?") == (
+        "Context: d = {key}\nQuery: What is {key}?\nScore 1-10."
+    )
 
 
 def test_reference_prompt_is_llamaindex_template():
@@ -59,6 +75,34 @@ def test_reference_prompt_is_llamaindex_template():
     reference = cfg("synth", "synth=reference")
     assert reference.prompt == "llamaindex"
     assert "some text" in build_prompt(resolve_prompt(reference.prompt), "some text", 2)
+
+
+# A Vaswani NPL abstract (a document, never a query) on which SmolLM2 asked only "What is the
+# purpose of the text?" with the previous default prompt.
+ABSTRACT = (
+    "studies in cosmic radio noise at bungalore the techniques in use at banalore for a radio "
+    "survey of the sky and the disturbed sun at and are described"
+)
+PREVIOUS_PROMPT = (
+    "Text: {context}\n\nWrite {num_questions} different questions that this text answers, one "
+    "per line. Reply with the questions only."
+)
+
+
+def test_the_shipped_prompt_gets_questions_where_the_previous_one_did_not(smollm2):
+    synth = cfg("synth")
+    chat = sharing(smollm2, max_new_tokens=32)
+    templates = [PREVIOUS_PROMPT, synth.prompt]
+    prompts = [build_prompt(t, ABSTRACT, synth.num_questions) for t in templates]
+    before, after = (Counter(), Counter())
+    answers = chat.generate(prompts)  # one batch: left padding changes no answer
+    kept = [
+        parse_questions(a.text, synth, drops, ABSTRACT)
+        for a, drops in zip(answers, (before, after), strict=True)
+    ]
+    assert kept[0] == [] and before["mentions_source"] >= 1, answers[0]
+    assert kept[1] and after["mentions_source"] == 0, answers[1]
+    assert all("radio noise" in q for q in kept[1]), kept[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +129,8 @@ def test_synthesize_stats(synthesized):
     _, stats = synthesized
     d = stats.as_dict()
     assert (d["chunks"], d["questions"], d["failed_chunks"]) == (4, 4, 1)
+    assert d["coverage"] == 0.75  # chunks with at least one query
+    assert (d["keyword_queries"], d["judged"]) == (0, 0)
     assert d["failures"] == {"no_valid_question": 1}
     assert stats.failures == {"b" * 16: "no_valid_question"}
     assert d["tokens_generated"] == 20 + 12 + 18 + 15
@@ -96,6 +142,8 @@ def test_stats_rate_counts_only_fresh_tokens():
     stats = SynthStats(chunks=2, tokens_generated=100, fresh_tokens=30, seconds=2.0)
     assert stats.as_dict()["tokens_per_s"] == 15.0
     assert SynthStats().as_dict()["tokens_per_s"] == 0.0  # all cached: no time spent
+    assert SynthStats().as_dict()["coverage"] == 0.0  # no chunks
+    assert SynthStats(chunks=3, failures={"a": "x"}).as_dict()["coverage"] == 0.6667
 
 
 def test_near_duplicates_across_chunks_are_dropped():
@@ -170,3 +218,116 @@ def test_has_question_only_for_a_usable_question_about_the_chunk():
     assert not has_question(Generation("What does the passage say about it?", 7), chunk, synth)
     assert not has_question(Generation("The for statement repeats its body.", 7), chunk, synth)
     assert not has_question(Failure("generation_error: HTTP 400"), chunk, synth)
+
+
+# --- keyword queries ---------------------------------------------------------------------------
+
+KEYWORD_CFG = cfg(
+    "synth",
+    num_questions=2,
+    prompt="Text: {context}\nWrite {num_questions} questions.",
+    keyword_queries=2,
+)
+
+
+def test_keyword_queries_join_the_dataset_with_their_own_count():
+    answers = [Generation("What does the for statement do?", 9), ANSWERS["b" * 16]]
+    keyword_answers = [
+        # The second line repeats the chunk's question; the third is one word.
+        Generation("for loop iteration\nwhat does the for statement do?\nfor\nloop body", 8),
+        Generation("with statement context\nfor loop iteration", 6),
+    ]
+    dataset, stats = synthesize(CHUNKS[:2], answers, KEYWORD_CFG, keyword_answers)
+    queries = {q: dataset["relevant_docs"][qid] for qid, q in dataset["queries"].items()}
+    assert queries == {
+        "What does the for statement do?": ["a" * 16],
+        "for loop iteration": ["a" * 16],
+        "loop body": ["a" * 16],
+        # Chunk b's answer has no question, its keyword queries make it covered.
+        "with statement context": ["b" * 16],
+    }
+    d = stats.as_dict()
+    assert (d["questions"], d["keyword_queries"], d["coverage"], d["failed_chunks"]) == (
+        4,
+        3,
+        1.0,
+        0,
+    )
+    assert d["drops"] == {
+        "keyword_duplicate_in_chunk": 1,
+        "keyword_duplicate_in_split": 1,  # chunk a already has "for loop iteration"
+        "keyword_too_short": 1,
+        "not_a_question": 1,
+    }
+    assert d["tokens_generated"] == 9 + 12 + 8 + 6
+
+
+def test_failed_keyword_answers_are_counted_and_a_chunk_keeps_its_first_failure():
+    answers = [ANSWERS["a" * 16], Failure("generation_error: HTTP 400 (too long)")]
+    keyword_answers = [Failure("generation_error: HTTP 503"), Failure("generation_error: HTTP 503")]
+    dataset, stats = synthesize(CHUNKS[:2], answers, KEYWORD_CFG, keyword_answers)
+    assert len(dataset["queries"]) == 2 and stats.keyword_queries == 0
+    assert stats.drops == {"keyword_generation_error": 2}
+    assert stats.failures == {"b" * 16: "generation_error: HTTP 400 (too long)"}
+    # Without a failed question answer, a chunk's failed keyword answer is its reason.
+    _, stats = synthesize(CHUNKS[1:2], [ANSWERS["b" * 16]], KEYWORD_CFG, keyword_answers[:1])
+    assert stats.failures == {"b" * 16: "generation_error: HTTP 503"}
+
+
+# --- the judge ---------------------------------------------------------------------------------
+
+JUDGED_CFG = cfg(
+    "synth",
+    num_questions=2,
+    prompt="Text: {context}\nWrite {num_questions} questions.",
+    keyword_queries=1,
+    judge={"prompt": "{context}\nQuery: {question}\nScore 1-10.", "min_score": 6},
+)
+
+
+def test_the_judge_scores_every_cleaned_query_and_drops_low_and_unparsed_scores():
+    answers = [ANSWERS[c["id"]] for c in CHUNKS]
+    keyword_answers = [Generation("for statement sequences", 4)] + [Generation("x", 1)] * 3
+    targets = judge_targets(CHUNKS, answers, keyword_answers, JUDGED_CFG)
+    # Cleaned per chunk, before duplicates across the split: chunk d's first question is judged.
+    assert [(c["id"][0], q) for c, q in targets] == [
+        ("a", 'What is the "for" statement?'),
+        ("a", 'How does the "for" statement iterate over a sequence?'),
+        ("a", "for statement sequences"),
+        ("c", 'What is the "try" statement?'),
+        ("d", 'WHAT is the "for" statement?'),
+        ("d", "When does a while loop stop?"),
+    ]
+    scores = ["Score: 3", "9", "8", "I cannot say", "7", Failure("generation_error: HTTP 503")]
+    verdicts = {
+        (c["id"], q): s if isinstance(s, Failure) else Generation(s, 2)
+        for (c, q), s in zip(targets, scores, strict=True)
+    }
+    dataset, stats = synthesize(CHUNKS, answers, JUDGED_CFG, keyword_answers, verdicts)
+    assert sorted(dataset["queries"].values()) == [
+        'How does the "for" statement iterate over a sequence?',
+        # Kept: chunk a's copy of it was judged low, so it is no duplicate.
+        'WHAT is the "for" statement?',
+        "for statement sequences",
+    ]
+    d = stats.as_dict()
+    assert (d["judged"], d["keyword_queries"], d["questions"]) == (6, 1, 3)
+    assert {k: v for k, v in d["drops"].items() if k.startswith("judge")} == {
+        "judge_generation_error": 1,
+        "judge_low": 1,
+        "judge_unparsed": 1,
+    }
+    # Chunk c's only question was unparsed: the chunk has no query left.
+    assert stats.failures == {"b" * 16: "no_valid_question", "c" * 16: "no_valid_question"}
+    assert d["tokens_generated"] == 20 + 12 + 18 + 15 + 4 + 1 * 3 + 2 * 5
+
+
+def test_a_judge_drops_nothing_it_scores_high():
+    answers = [ANSWERS[c["id"]] for c in CHUNKS]
+    plain, _ = synthesize(CHUNKS, answers, CFG)
+    judging = cfg("synth", **{**CFG.model_dump(), "judge": JUDGED_CFG.judge.model_dump()})
+    targets = judge_targets(CHUNKS, answers, None, judging)
+    verdicts = {(c["id"], q): Generation("10", 1) for c, q in targets}
+    judged, stats = synthesize(CHUNKS, answers, judging, None, verdicts)
+    assert judged == plain
+    assert stats.judged == len(targets) == 5

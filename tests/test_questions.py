@@ -1,5 +1,5 @@
-"""Answer parsing on real small-LLM output: list markers, wrappers, filters, duplicates, and the
-prefix-filtered near-duplicate index (exactly as all pairs)."""
+"""Answer parsing on real small-LLM output: list markers, wrappers, filters, duplicates, the
+prefix-filtered near-duplicate index (exactly as all pairs), keyword queries, judge scores."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from embedtune.questions import (
     SeenQuestions,
     clean_line,
     jaccard,
+    keyword_problem,
     line_problem,
     longest_copied_run,
+    parse_keywords,
     parse_questions,
+    parse_score,
     word_frequency,
     words,
 )
@@ -254,3 +257,98 @@ def test_prefix_index_compares_few_pairs():
     # Common words ("what", "the", "do") are never indexed: the rare ones come first.
     assert not {"what", "the", "does", "do", "in"} & set(seen.by_prefix_word)
     assert max(len(ids) for ids in seen.by_prefix_word.values()) < 10
+
+
+# --- keyword queries -------------------------------------------------------------------------
+
+KEYWORDS = cfg("synth", keyword_queries=2, min_keyword_words=2, max_keyword_words=6)
+# Verbatim answers of SmolLM2-135M-Instruct to the shipped keyword prompt on Vaswani NPL abstracts.
+TOPICS = (
+    "The two key topics of the information above are:\n\n1. The dynamo theory\n2. The ionosphere"
+    "\n\nThese topics are listed in a list format with each topic separated by a comma and a space."
+)
+ONE_WORD = (
+    'The information above is a list of two key topics:\n\n1. "friedel sum rule"\n2. "system"'
+)
+ECHOED = "abnormal propagation\n\nabnormal propagation\n\nabnormal propagation"
+
+
+def keywords(answer: str, questions=(), config=KEYWORDS, chunk: str = "") -> tuple[list, dict]:
+    drops = Counter()
+    return parse_keywords(answer, config, drops, chunk, list(questions)), dict(drops)
+
+
+def test_keyword_queries_from_real_answers():
+    assert keywords(TOPICS) == (
+        ["The dynamo theory", "The ionosphere"],
+        {"keyword_not_a_query": 1, "keyword_too_long": 1},
+    )
+    assert keywords(ONE_WORD) == (
+        ["friedel sum rule"],
+        {"keyword_not_a_query": 1, "keyword_too_short": 1},
+    )
+    assert keywords(ECHOED) == (["abnormal propagation"], {"keyword_duplicate_in_chunk": 2})
+
+
+def test_keyword_queries_are_no_duplicates_of_the_chunks_questions():
+    questions = ["What is the dynamo theory?", "How does dynamo theory explain currents?"]
+    answer = (
+        "what is the dynamo theory?\nhow does dynamo theory explain currents\nionosphere currents"
+    )
+    kept, drops = keywords(answer, questions)
+    assert kept == ["ionosphere currents"]
+    assert drops == {"keyword_duplicate_in_chunk": 1, "keyword_near_duplicate_in_chunk": 1}
+    # Without those questions both lines are keyword queries of up to 6 words.
+    assert keywords(answer)[0] == answer.splitlines()[:2]
+
+
+def test_keyword_queries_keep_at_most_keyword_queries():
+    answer = "ruby laser efficiency\nionosphere electron content\ncosmic radio noise"
+    assert keywords(answer) == (answer.splitlines()[:2], {"keyword_over_limit": 1})
+    one = cfg("synth", keyword_queries=1)
+    assert keywords(answer, config=one)[0] == ["ruby laser efficiency"]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ruby laser efficiency", None),
+        ("What is a ruby laser?", None),  # a short question is a query too
+        ("Here are two search queries:", "not_a_query"),
+        ("laser", "too_short"),  # synth.min_keyword_words = 2
+        ("theory of the ruby laser and its efficiency", "too_long"),  # 8 > 6 words
+        ("the passage on lasers", "mentions_source"),
+    ],
+)
+def test_keyword_problem(line, expected):
+    assert keyword_problem(line, [], KEYWORDS) == expected
+
+
+def test_keyword_word_bounds_are_the_config():
+    wide = cfg("synth", min_keyword_words=1, max_keyword_words=8)
+    assert keyword_problem("laser", [], wide) is None
+    assert keyword_problem("theory of the ruby laser and its efficiency", [], wide) is None
+    copied = cfg("synth", max_copied_words=3)
+    chunk = words("the ruby laser efficiency was measured")
+    assert keyword_problem("ruby laser efficiency", chunk, copied) == "copies_chunk"
+
+
+# --- judge scores ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        ("8", 8),
+        ("10", 10),
+        ("Score: 7/10", 7),  # the first integer
+        ("The answer to this question is 10.", 10),
+        ("I'd give it a 3.5", 3),
+        ("0", None),
+        ("11", None),
+        ("The purpose of the transistor is to amplify signals.", None),
+        ("", None),
+    ],
+)
+def test_parse_score(answer, score):
+    assert parse_score(answer) == score

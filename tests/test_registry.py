@@ -142,8 +142,8 @@ def test_project_registries():
     from embedtune.retrieval.metrics import METRICS
 
     assert BACKENDS.names() == ["openai", "transformers"]
-    assert METHODS.names() == ["adapter_2layer", "adapter_linear", "full"]
-    assert LOSSES.names() == ["cached_mnrl", "mnrl"]
+    assert METHODS.names() == ["adapter_2layer", "adapter_linear", "full", "nudge"]
+    assert LOSSES.names() == ["cached_mnrl", "gist", "margin_mse", "mnrl"]
     assert METRICS.names() == ["hit_rate", "mrr", "ndcg", "recall"]
     assert (BACKENDS.key, METHODS.key, LOSSES.key, METRICS.key) == (
         "llm.backend",

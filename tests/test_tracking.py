@@ -85,7 +85,9 @@ def test_experiment_name_from_mlflow_variable(mlflow_store, monkeypatch):
 
 def test_log_eval_names_the_run_from_raw_params(mlflow_store, tmp_path, root):
     params_path = tmp_path / "params.yaml"
-    compose(["experiment=cpu"], conf_dir=root / "conf", output=params_path)
+    compose(
+        ["experiment=cpu", "train=adapter_linear_cpu"], conf_dir=root / "conf", output=params_path
+    )
     raw = yaml.safe_load(params_path.read_text())
     tracking.log_eval("adapter_linear", {"tuned": {"hit_rate@5": 0.81}}, DELTA, params_path)
     run = only_run(mlflow_store)

@@ -45,6 +45,7 @@ def all_schemas() -> dict:
         "llm": backend_config,
         "synth": config.SynthConfig,
         "embed": config.EmbedConfig,
+        "mine": config.MineConfig,
         "train": method_config,
         "eval": config.EvalConfig,
     }

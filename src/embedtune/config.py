@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from embedtune.errors import EmbedtuneError
 
 PARAMS_FILE = Path("params.yaml")
-SECTIONS = ("seed", "data", "chunk", "llm", "synth", "embed", "train", "eval")
+SECTIONS = ("seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "eval")
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -93,6 +93,17 @@ class ChunkConfig(Section):
 
 
 class SynthConfig(Section):
+    class Judge(Section):
+        """The same LLM scores each kept query 1-10; lower than `min_score` is dropped."""
+
+        prompt: str  # template with {context} (the chunk) and {question} (the query)
+        min_score: int = Field(ge=1, le=10)
+
+        @model_validator(mode="after")
+        def _template(self) -> SynthConfig.Judge:
+            SynthConfig.check_template("synth.judge.prompt", self.prompt, {"context", "question"})
+            return self
+
     num_questions: int = Field(gt=0)
     prompt: str
     max_chunks: int | None = Field(gt=0)
@@ -104,6 +115,11 @@ class SynthConfig(Section):
     # a chunk whose answer gave no valid question is asked again, up to this many answers in all
     attempts: int = Field(ge=1)
     retry_temperature: float = Field(gt=0)  # those retries sample (seeded) at this temperature
+    keyword_queries: int = Field(ge=0)  # asked per chunk besides the questions (0 = none)
+    keyword_prompt: str  # template with {context} and {num_questions} (= keyword_queries)
+    min_keyword_words: int = Field(gt=0)  # keyword queries with fewer words are dropped
+    max_keyword_words: int = Field(gt=0)  # keyword queries with more words are dropped
+    judge: Judge | None  # null = no judge
 
     @model_validator(mode="after")
     def _template(self) -> SynthConfig:
@@ -111,7 +127,29 @@ class SynthConfig(Section):
             raise ValueError(
                 "synth.prompt must contain {context} (or be `llamaindex` for the reference prompt)"
             )
+        fields = {"context", "num_questions"}
+        SynthConfig.check_template("synth.keyword_prompt", self.keyword_prompt, fields)
+        if self.min_keyword_words > self.max_keyword_words:
+            raise ValueError(
+                f"synth.min_keyword_words ({self.min_keyword_words}) must not exceed "
+                f"synth.max_keyword_words ({self.max_keyword_words})"
+            )
         return self
+
+    @staticmethod
+    def check_template(key: str, template: str, fields: set[str]) -> None:
+        """A template must name {context} and no placeholder but `fields` (formatting it
+        cannot fail)."""
+        import string
+
+        try:
+            parsed = string.Formatter().parse(template)
+            named = {name for _, name, _, _ in parsed if name is not None}
+        except ValueError as err:
+            raise ValueError(f"{key} is not a valid template: {err}") from None
+        if "context" not in named or not named <= fields:
+            allowed = ", ".join(f"{{{f}}}" for f in sorted(fields))
+            raise ValueError(f"{key} must contain {{context}} and no placeholder but {allowed}")
 
 
 class EmbedConfig(Section):
@@ -121,6 +159,30 @@ class EmbedConfig(Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"]  # auto: float16 on CUDA
     query_prefix: str
     document_prefix: str
+
+
+class MineConfig(Section):
+    # keep a training question only if the base model ranks its chunk within this (0 = keep all)
+    roundtrip_top_k: int = Field(ge=0)
+    negatives: int = Field(ge=0)  # hard negatives mined per training question (0 = none)
+    negative_ranks: list[int]  # [first, last] base-model ranks the negatives are taken from
+    # skip a candidate scoring above the positive's score minus this share of it
+    relative_margin: float = Field(ge=0, lt=1)
+    overlap_words: int = Field(gt=0)  # skip a candidate sharing this many words in a row with it
+    cross_encoder: str | None  # scores (question, chunk) pairs for distillation; null = none
+    # training questions (not chunks) set aside for the seen-corpus evaluation
+    seen_corpus_fraction: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ranks(self) -> MineConfig:
+        ranks = self.negative_ranks
+        if len(ranks) != 2 or not 1 <= ranks[0] <= ranks[1]:
+            raise ValueError("mine.negative_ranks must be [first, last], 1 <= first <= last")
+        if self.negatives > ranks[1] - ranks[0] + 1:
+            raise ValueError(
+                f"mine.negatives ({self.negatives}) must fit in mine.negative_ranks {ranks}"
+            )
+        return self
 
 
 class EvalConfig(Section):

@@ -76,7 +76,11 @@ def _with_tuned(tuned: TunedModel, queries, corpus, base_q, base_c) -> dict:
 
 
 def evaluate(
-    emb: SplitEmbeddings, dataset: dict, tuned: TunedModel, spec: MetricSpec
+    emb: SplitEmbeddings,
+    dataset: dict,
+    tuned: TunedModel,
+    spec: MetricSpec,
+    query_ids: Sequence[str] | None = None,
 ) -> SplitResult:
     """Base vs tuned on one split of our own QA data (binary relevance).
 
@@ -85,7 +89,12 @@ def evaluate(
         dataset: the split's `EmbeddingQAFinetuneDataset` dict (texts and `relevant_docs`).
         tuned: the tuned model; it gets texts and base embeddings, returns its embeddings.
         spec: metric name -> cut-offs.
+        query_ids: score only these queries (still against the whole corpus of the split).
     """
+    if query_ids is not None:
+        row = {qid: i for i, qid in enumerate(emb.query_ids)}
+        rows = [row[q] for q in query_ids]
+        emb = SplitEmbeddings(list(query_ids), emb.queries[rows], emb.corpus_ids, emb.corpus)
     if not emb.query_ids:
         raise EmbedtuneError("split has no queries: check metrics/synth.json")
     queries = [dataset["queries"][qid] for qid in emb.query_ids]

@@ -1,7 +1,8 @@
 """Questions per chunk into a QA dataset: prompts, content-derived ids, cleaning, counts.
 
-Pure functions used by the `synth` stage: the LLM's answers come in, an
-`EmbeddingQAFinetuneDataset` dict and the counts of what was dropped go out.
+Pure functions used by the `synth` stage: the LLM's answers come in (questions, keyword queries,
+the judge's scores), an `EmbeddingQAFinetuneDataset` dict and the counts of what was dropped go
+out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from dataclasses import dataclass, field
 from embedtune.config import SynthConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.llm.base import Failure, Generation
-from embedtune.questions import SeenQuestions, parse_questions, word_frequency
+from embedtune.questions import (
+    SeenQuestions,
+    parse_keywords,
+    parse_questions,
+    parse_score,
+    word_frequency,
+)
 
 
 def resolve_prompt(template: str) -> str:
@@ -31,14 +38,24 @@ def build_prompt(template: str, context: str, num_questions: int) -> str:
     return template.format(context=context, num_questions=num_questions)
 
 
+def build_judge_prompt(template: str, context: str, question: str) -> str:
+    return template.format(context=context, question=question)
+
+
 def query_id(chunk_id: str, question: str) -> str:
     return hashlib.sha256(f"{chunk_id}\0{question}".encode()).hexdigest()[:16]
+
+
+Answer = Generation | Failure
+Verdicts = dict[tuple[str, str], Answer]  # (chunk id, query) -> the judge's answer
 
 
 @dataclass
 class SynthStats:
     chunks: int = 0
-    questions: int = 0
+    questions: int = 0  # queries in the dataset, keyword queries included
+    keyword_queries: int = 0  # of those, from the keyword prompt
+    judged: int = 0  # queries scored by the judge
     cached_answers: int = 0
     retried_chunks: int = 0  # asked again after an answer without a valid question
     recovered_chunks: int = 0  # of those, chunks a retry gave a question
@@ -51,12 +68,16 @@ class SynthStats:
     def as_dict(self) -> dict:
         rate = self.fresh_tokens / self.seconds if self.seconds else 0.0
         reasons = Counter(r.split(":")[0] for r in self.failures.values())
+        covered = (self.chunks - len(self.failures)) / self.chunks if self.chunks else 0.0
         return {
             "chunks": self.chunks,
             "questions": self.questions,
+            "keyword_queries": self.keyword_queries,
+            "coverage": round(covered, 4),  # share of chunks with at least one query
             "failed_chunks": len(self.failures),
             "failures": dict(sorted(reasons.items())),
             "drops": dict(sorted(self.drops.items())),
+            "judged": self.judged,
             "cached_answers": self.cached_answers,
             "retried_chunks": self.retried_chunks,
             "recovered_chunks": self.recovered_chunks,
@@ -65,51 +86,120 @@ class SynthStats:
         }
 
 
-def has_question(answer: Generation | Failure, chunk: dict, cfg: SynthConfig) -> bool:
+def has_question(answer: Answer, chunk: dict, cfg: SynthConfig) -> bool:
     """Whether an answer holds at least one usable question about its chunk."""
     if isinstance(answer, Failure):
         return False
     return bool(parse_questions(answer.text, cfg, Counter(), chunk["text"]))
 
 
+def chunk_queries(
+    chunk: dict, answer: Answer, keyword_answer: Answer | None, cfg: SynthConfig, drops: Counter
+) -> list[tuple[str, bool]]:
+    """One chunk's cleaned queries, as (query, is a keyword query): its questions, then its
+    keyword queries (none a duplicate of its questions)."""
+    questions = []
+    if isinstance(answer, Generation):
+        questions = parse_questions(answer.text, cfg, drops, chunk["text"])
+    keywords = []
+    if isinstance(keyword_answer, Generation):
+        keywords = parse_keywords(keyword_answer.text, cfg, drops, chunk["text"], questions)
+    elif isinstance(keyword_answer, Failure):
+        drops["keyword_generation_error"] += 1
+    return [(q, False) for q in questions] + [(k, True) for k in keywords]
+
+
+def judge_targets(
+    chunks: list[dict],
+    answers: list[Answer],
+    keyword_answers: list[Answer] | None,
+    cfg: SynthConfig,
+) -> list[tuple[dict, str]]:
+    """(chunk, query) of every query the judge scores: each one cleaning keeps in its chunk."""
+    keyword_answers = keyword_answers or [None] * len(chunks)
+    return [
+        (chunk, query)
+        for chunk, answer, keyword_answer in zip(chunks, answers, keyword_answers, strict=True)
+        for query, _ in chunk_queries(chunk, answer, keyword_answer, cfg, Counter())
+    ]
+
+
+def judge_problem(verdict: Answer, min_score: int) -> str | None:
+    """Why the judge's answer drops its query (`judge_low`, `judge_unparsed`), or None."""
+    if isinstance(verdict, Failure):
+        return "judge_generation_error"
+    score = parse_score(verdict.text)
+    if score is None:
+        return "judge_unparsed"
+    return "judge_low" if score < min_score else None
+
+
 def synthesize(
-    chunks: list[dict], answers: list[Generation | Failure], cfg: SynthConfig
+    chunks: list[dict],
+    answers: list[Answer],
+    cfg: SynthConfig,
+    keyword_answers: list[Answer] | None = None,
+    verdicts: Verdicts | None = None,
 ) -> tuple[dict, SynthStats]:
-    """Assemble an `EmbeddingQAFinetuneDataset` dict from one LLM answer per chunk.
+    """Assemble an `EmbeddingQAFinetuneDataset` dict from the LLM's answers for each chunk.
 
     Args:
         chunks: node records with `id` and `text`, in document order.
         answers: the LLM's answer for each chunk, or why there is none.
         cfg: number of questions and cleaning bounds.
+        keyword_answers: the answers to the keyword prompt, one per chunk (None: not asked).
+        verdicts: the judge's answer for each of `judge_targets` (None: no judge).
 
     Returns:
         The dataset as a JSON-ready dict, and counts for metrics (drops and failures by reason).
     """
     stats = SynthStats(chunks=len(chunks))
     queries, relevant = {}, {}
-    texts = [a.text for a in answers if isinstance(a, Generation)]
+    keyword_answers = keyword_answers or [None] * len(chunks)
+    texts = [a.text for a in answers + keyword_answers if isinstance(a, Generation)]
     seen = SeenQuestions(cfg.near_duplicate, word_frequency(texts))
-    for chunk, answer in zip(chunks, answers, strict=True):
-        if isinstance(answer, Failure):
-            stats.failures[chunk["id"]] = answer.reason
-            continue
-        stats.tokens_generated += answer.new_tokens
+    for chunk, answer, keyword_answer in zip(chunks, answers, keyword_answers, strict=True):
+        stats.tokens_generated += sum(
+            a.new_tokens for a in (answer, keyword_answer) if isinstance(a, Generation)
+        )
         kept = 0
-        for question in parse_questions(answer.text, cfg, stats.drops, chunk["text"]):
-            # A question asked of two chunks has no single right answer: keep the first.
-            if kind := seen.duplicate_kind(question):
-                stats.drops[f"{kind}_in_split"] += 1
+        for query, is_keyword in chunk_queries(chunk, answer, keyword_answer, cfg, stats.drops):
+            if verdicts is not None and not passes_judge(verdicts[chunk["id"], query], cfg, stats):
                 continue
-            seen.add(question)
-            qid = query_id(chunk["id"], question)
-            queries[qid] = question
+            # A question asked of two chunks has no single right answer: keep the first.
+            if kind := seen.duplicate_kind(query):
+                stats.drops[f"{'keyword_' if is_keyword else ''}{kind}_in_split"] += 1
+                continue
+            seen.add(query)
+            qid = query_id(chunk["id"], query)
+            queries[qid] = query
             relevant[qid] = [chunk["id"]]
             kept += 1
+            stats.keyword_queries += is_keyword
         if not kept:
-            stats.failures[chunk["id"]] = "no_valid_question"
+            stats.failures[chunk["id"]] = failure_reason(answer, keyword_answer)
     stats.questions = len(queries)
     corpus = {c["id"]: c["text"] for c in chunks}
     return {"queries": queries, "corpus": corpus, "relevant_docs": relevant, "mode": "text"}, stats
+
+
+def passes_judge(verdict: Answer, cfg: SynthConfig, stats: SynthStats) -> bool:
+    """Count one judged query; False (and the reason counted) when the judge drops it."""
+    stats.judged += 1
+    if isinstance(verdict, Generation):
+        stats.tokens_generated += verdict.new_tokens
+    if problem := judge_problem(verdict, cfg.judge.min_score):
+        stats.drops[problem] += 1
+        return False
+    return True
+
+
+def failure_reason(answer: Answer, keyword_answer: Answer | None) -> str:
+    """Why a chunk has no query: the first generation failure of its answers, else none valid."""
+    for a in (answer, keyword_answer):
+        if isinstance(a, Failure):
+            return a.reason
+    return "no_valid_question"
 
 
 def check_failure_rate(split: str, stats: SynthStats, cfg: SynthConfig) -> None:

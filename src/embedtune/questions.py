@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from embedtune.config import SynthConfig
 
@@ -23,6 +25,7 @@ _SOURCE_TALK = re.compile(
     re.I,
 )
 _WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"\d+")
 
 
 def clean_line(line: str) -> str:
@@ -106,6 +109,15 @@ def word_frequency(texts: list[str]) -> Counter:
     return Counter(w for text in texts for w in set(words(text)))
 
 
+def content_problem(line: str, chunk_words: list[str], cfg: SynthConfig) -> str | None:
+    """Why a line of either kind talks about its source or copies its chunk, or None."""
+    if _SOURCE_TALK.search(line):
+        return "mentions_source"
+    if chunk_words and longest_copied_run(words(line), chunk_words) >= cfg.max_copied_words:
+        return "copies_chunk"
+    return None
+
+
 def line_problem(line: str, chunk_words: list[str], cfg: SynthConfig) -> str | None:
     """Why a cleaned line is not a usable question, or None when it is one."""
     if not line.endswith("?"):
@@ -114,11 +126,49 @@ def line_problem(line: str, chunk_words: list[str], cfg: SynthConfig) -> str | N
         return "too_short"
     if len(line) > cfg.max_question_chars:
         return "too_long"
-    if _SOURCE_TALK.search(line):
-        return "mentions_source"
-    if chunk_words and longest_copied_run(words(line), chunk_words) >= cfg.max_copied_words:
-        return "copies_chunk"
-    return None
+    return content_problem(line, chunk_words, cfg)
+
+
+def keyword_problem(line: str, chunk_words: list[str], cfg: SynthConfig) -> str | None:
+    """Why a cleaned line is not a usable keyword query ("ruby laser efficiency"), or None."""
+    if line.endswith(":"):
+        return "not_a_query"  # a heading such as "Here are two search queries:"
+    count = len(words(line))
+    if count < cfg.min_keyword_words:
+        return "too_short"
+    if count > cfg.max_keyword_words:
+        return "too_long"
+    return content_problem(line, chunk_words, cfg)
+
+
+def parse_lines(
+    answer: str,
+    limit: int,
+    problem_of: Callable[[str], str | None],
+    seen: SeenQuestions,
+    drops: Counter,
+    prefix: str = "",
+) -> list[str]:
+    """Keep up to `limit` lines of `answer` that `problem_of` accepts and `seen` does not hold.
+
+    Every non-empty line not kept is counted in `drops` under `prefix` + its reason.
+    """
+    kept: list[str] = []
+    for raw in answer.splitlines():
+        if not raw.strip():
+            continue
+        line = clean_line(raw)
+        problem = problem_of(line)
+        if problem is None and (kind := seen.duplicate_kind(line)):
+            problem = f"{kind}_in_chunk"
+        if problem is None and len(kept) >= limit:
+            problem = "over_limit"
+        if problem:
+            drops[prefix + problem] += 1
+            continue
+        kept.append(line)
+        seen.add(line)
+    return kept
 
 
 def parse_questions(
@@ -132,21 +182,27 @@ def parse_questions(
         drops: incremented by reason for every non-empty line that is not kept.
         chunk_text: the chunk the questions are about, to catch verbatim copies.
     """
-    kept: list[str] = []
+    problem_of = partial(line_problem, chunk_words=words(chunk_text), cfg=cfg)
+    return parse_lines(
+        answer, cfg.num_questions, problem_of, SeenQuestions(cfg.near_duplicate), drops
+    )
+
+
+def parse_keywords(
+    answer: str, cfg: SynthConfig, drops: Counter, chunk_text: str, questions: list[str]
+) -> list[str]:
+    """Keep up to `cfg.keyword_queries` keyword queries from an answer to the keyword prompt,
+    none of them (near) duplicates of the chunk's `questions`; drops are counted as
+    `keyword_<reason>`."""
     seen = SeenQuestions(cfg.near_duplicate)
-    chunk_words = words(chunk_text)
-    for raw in answer.splitlines():
-        if not raw.strip():
-            continue
-        line = clean_line(raw)
-        problem = line_problem(line, chunk_words, cfg)
-        if problem is None and (kind := seen.duplicate_kind(line)):
-            problem = f"{kind}_in_chunk"
-        if problem is None and len(kept) >= cfg.num_questions:
-            problem = "over_limit"
-        if problem:
-            drops[problem] += 1
-            continue
-        kept.append(line)
-        seen.add(line)
-    return kept
+    for question in questions:
+        seen.add(question)
+    problem_of = partial(keyword_problem, chunk_words=words(chunk_text), cfg=cfg)
+    return parse_lines(answer, cfg.keyword_queries, problem_of, seen, drops, "keyword_")
+
+
+def parse_score(answer: str) -> int | None:
+    """A judge's score: the first integer of its answer if it is 1 to 10, else None."""
+    found = _NUMBER.search(answer)
+    score = int(found.group()) if found else 0
+    return score if 1 <= score <= 10 else None

@@ -19,7 +19,9 @@ COLUMNS = ("hit_rate@1", "hit_rate@5", "hit_rate@10", "mrr@10", "ndcg@10")
 SUMMARISED = ("hit_rate@", "recall@")  # families the rows above stand for
 
 
-def print_table(metrics: dict[str, dict], delta: dict[str, dict] | None = None) -> None:
+def print_table(
+    metrics: dict[str, dict], delta: dict[str, dict] | None = None, title: str | None = None
+) -> None:
     """One row per metric: base, tuned, tuned - base and, when `delta` has it, its interval.
 
     Metrics missing from `metrics` (say an older eval.json) are left out; metrics of other
@@ -37,7 +39,9 @@ def print_table(metrics: dict[str, dict], delta: dict[str, dict] | None = None) 
     delta = delta or {}
     interval = any(delta.get(n, {}).get("low") is not None for n in names)
     queries = metrics["base"].get("queries", "?")
-    table = Table(title=f"validation split, {queries} held-out queries")
+    table = Table(
+        title=(title or "validation split, {queries} held-out queries").format(queries=queries)
+    )
     for column in ("metric", "base", "tuned", "tuned - base"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     if interval:

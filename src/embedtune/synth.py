@@ -5,8 +5,10 @@ Usage: python -m embedtune.synth   (reads params.yaml; run by `dvc repro`)
 Writes data/qa/<split>.json in LlamaIndex's `EmbeddingQAFinetuneDataset` layout (`queries`,
 `corpus`, `relevant_docs`, `mode`), loadable with `EmbeddingQAFinetuneDataset.from_json`,
 data/qa/failures.json (chunks without a question, with the reason), and metrics/synth.json.
-Answers are cached by content (see `embedtune.llm.answers`): a killed run resumes, and a new
-document only costs its own chunks.
+With `synth.keyword_queries`, a second prompt per chunk asks for short keyword queries; with
+`synth.judge`, the same LLM scores every kept query and low scores are dropped. All answers are
+cached by content (see `embedtune.llm.answers`): a killed run resumes, a rerun asks nothing, and
+a new document only costs its own chunks.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from embedtune.llm.answers import (
 )
 from embedtune.llm.base import Generation, backend_config, make_chat
 from embedtune.qa import (
+    build_judge_prompt,
     build_prompt,
     check_failure_rate,
     has_question,
+    judge_targets,
     resolve_prompt,
     synthesize,
 )
@@ -132,24 +136,55 @@ def retry_unanswered(split, chunks, prompts, answers, generate, params, cache) -
     return len(retried), recovered
 
 
+def ask_more(split, chunks, answers, generate, cache, cfg: SynthConfig) -> tuple:
+    """The keyword prompt's answers (None when `synth.keyword_queries` is 0) and the judge's
+    (None without `synth.judge`), cached like the questions.
+
+    Returns:
+        Keyword answers, verdicts, and what asking them cost: cached answers, tokens, seconds.
+    """
+    keyword_answers = verdicts = None
+    spent = [0, 0, 0.0]
+    if cfg.keyword_queries:
+        asked = [build_prompt(cfg.keyword_prompt, c["text"], cfg.keyword_queries) for c in chunks]
+        keyword_answers, *cost = answer_split(f"{split} keywords", asked, generate, cache)
+        spent = [a + b for a, b in zip(spent, cost, strict=True)]
+    if cfg.judge is not None:
+        targets = judge_targets(chunks, answers, keyword_answers, cfg)
+        asked = [build_judge_prompt(cfg.judge.prompt, c["text"], q) for c, q in targets]
+        judged, *cost = answer_split(f"{split} judge", asked, generate, cache)
+        verdicts = {(c["id"], q): a for (c, q), a in zip(targets, judged, strict=True)}
+        spent = [a + b for a, b in zip(spent, cost, strict=True)]
+    return keyword_answers, verdicts, spent
+
+
+def synth_split(split: str, chunks: list[dict], generate: LazyChat, cache, params) -> tuple:
+    """Ask, retry, ask for keyword queries and judge as configured; assemble the dataset."""
+    cfg = params.synth
+    template = resolve_prompt(cfg.prompt)
+    prompts = [build_prompt(template, c["text"], cfg.num_questions) for c in chunks]
+    answers, reused, tokens, seconds = answer_split(split, prompts, generate, cache)
+    retried = retry_unanswered(split, chunks, prompts, answers, generate, params, cache)
+    keyword_answers, verdicts, more = ask_more(split, chunks, answers, generate, cache, cfg)
+    dataset, stats = synthesize(chunks, answers, cfg, keyword_answers, verdicts)
+    stats.cached_answers, stats.fresh_tokens = reused + more[0], tokens + more[1]
+    stats.seconds = seconds + more[2]
+    stats.retried_chunks, stats.recovered_chunks = retried
+    return dataset, stats
+
+
 def main() -> None:
     params = load_params(PARAMS)
-    template = resolve_prompt(params.synth.prompt)
     cache = AnswerCache(default_cache_dir())
     generate = LazyChat(params)
     metrics, failures = {}, {}
     for split in io.SPLITS:
         chunks = io.read_jsonl(io.CHUNKS_DIR / f"{split}.jsonl")[: params.synth.max_chunks]
-        prompts = [build_prompt(template, c["text"], params.synth.num_questions) for c in chunks]
-        answers, reused, tokens, seconds = answer_split(split, prompts, generate, cache)
-        retried = retry_unanswered(split, chunks, prompts, answers, generate, params, cache)
-        dataset, stats = synthesize(chunks, answers, params.synth)
-        stats.cached_answers, stats.fresh_tokens, stats.seconds = reused, tokens, seconds
-        stats.retried_chunks, stats.recovered_chunks = retried
+        dataset, stats = synth_split(split, chunks, generate, cache, params)
         metrics[split], failures[split] = stats.as_dict(), stats.failures
         print(
-            f"{split:<10} {stats.chunks:>5} chunks ({reused} cached) -> {stats.questions:>5} "
-            f"questions, {len(stats.failures)} failed chunks"
+            f"{split:<10} {stats.chunks:>5} chunks ({stats.cached_answers} cached) -> "
+            f"{stats.questions:>5} questions, {len(stats.failures)} failed chunks"
         )
         check_failure_rate(split, stats, params.synth)
         io.write_json(io.QA_DIR / f"{split}.json", dataset)

@@ -3,11 +3,13 @@
 Usage: python -m embedtune.train   (reads params.yaml; run by `dvc repro`)
 
 The methods live in `embedtune.methods` (one module each: `adapter_linear`, `adapter_2layer`,
-`full`). The questions of `train.holdout_fraction` of the training chunks are held out; after
-every epoch their MRR@10 against the whole training corpus picks the epoch whose weights are
-kept, and `train.patience` stops early. The validation split is never read here.
-Writes models/tuned/ (config.json names the method) and metrics/train/ (loss per step,
-held-out MRR@10 per epoch).
+`full`, ...). Trains on the questions `mine` kept (data/mined/train.json), with their hard
+negatives; the seen-corpus questions are never seen here. The questions of
+`train.holdout_fraction` of the training chunks are held out; after every epoch their MRR@10
+against the whole training corpus scores the epoch, and the best one is kept only if it beats
+the untrained model beyond the slice's noise (`train.selection_confidence`); `train.patience`
+stops early. The validation split is never read here. Writes models/tuned/ (config.json names
+the method) and metrics/train/ (loss per step, held-out MRR@10 per epoch, the selection).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from embedtune.methods.base import (
     save_tuned,
 )
 from embedtune.methods.heldout import HELDOUT_NAME
+from embedtune.mined import load_mined
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "train": method_config}
 
@@ -33,9 +36,11 @@ def main() -> None:
     params = load_params(PARAMS)
     cfg = params.train
     inputs = TrainingInputs(
-        io.load_qa("train"), params.embed, io.EMBEDDINGS_DIR / "train.safetensors"
+        io.load_qa("train"),
+        params.embed,
+        io.EMBEDDINGS_DIR / "train.safetensors",
+        mined=load_mined(),
     )
-    epochs: list[tuple[int, float]] = []
     with Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_step(step: int, loss: float) -> None:
@@ -46,18 +51,28 @@ def main() -> None:
             live.step = step
             for name, value in metrics.items():
                 live.log_metric(f"heldout/{name}", value)
-            epochs.append((epoch, metrics[HELDOUT_NAME]))
             print(f"epoch {epoch}: held-out {HELDOUT_NAME} {metrics[HELDOUT_NAME]:.4f}")
 
-        method = get_method(cfg.method)
-        model = method.train(inputs, cfg, params.seed, TrainingLog(log_step, log_epoch))
+        def log_selection(best: int, kept: int, gain: dict) -> None:
+            live.summary["heldout"].update(
+                {"best_epoch": best, "kept_epoch": kept, f"gain_{HELDOUT_NAME}": gain}
+            )
+            print(selection_line(best, kept, gain))
+
+        log = TrainingLog(log_step, log_epoch, log_selection)
+        model = get_method(cfg.method).train(inputs, cfg, params.seed, log)
         save_tuned(model, io.TUNED_DIR)
-        candidates = [e for e in epochs if method.untrained_is_candidate or e[0] > 0]
-        if candidates:
-            best_epoch, best = max(candidates, key=lambda e: e[1])  # first of equals wins
-            live.summary["heldout"][f"best_{HELDOUT_NAME}"] = best
-            live.summary["heldout"]["best_epoch"] = best_epoch
     print(f"{cfg.method} saved to {io.TUNED_DIR}")
+
+
+def selection_line(best: int, kept: int, gain: dict) -> str:
+    interval = "" if gain["low"] is None else f" [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+    verdict = (
+        f"epoch {kept} kept"
+        if kept
+        else "the untrained model kept: training did not beat it beyond the held-out noise"
+    )
+    return f"best epoch {best}: held-out {HELDOUT_NAME} {gain['diff']:+.4f}{interval}; {verdict}"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ config and the sentence-transformers loss it builds."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from embedtune.config import parse_section
 from embedtune.errors import EmbedtuneError
@@ -16,7 +17,7 @@ from tests.conftest import cfg
 
 def test_the_registry_finds_every_loss_module():
     assert LOSSES.key == "train.loss.name"
-    assert LOSSES.names() == ["cached_mnrl", "mnrl"]
+    assert LOSSES.names() == ["cached_mnrl", "gist", "margin_mse", "mnrl"]
     assert LOSSES.get("mnrl") is MNRL and LOSSES.get("cached_mnrl") is CachedMNRL
 
 
@@ -63,7 +64,7 @@ def test_loss_config_validates_with_the_named_loss(raw, schema):
 def test_an_unknown_loss_names_train_loss_name(raw, problem):
     with pytest.raises(EmbedtuneError) as err:
         loss_config(raw)
-    assert str(err.value) == f"{problem} (known: cached_mnrl, mnrl)"
+    assert str(err.value) == f"{problem} (known: cached_mnrl, gist, margin_mse, mnrl)"
 
 
 def test_a_loss_that_is_not_a_mapping_is_named():
@@ -124,3 +125,27 @@ def test_every_registered_loss_builds_from_its_conf_file(minilm):
         loss_cfg = cfg("train", "train=full", f"train/loss={name}").loss
         assert loss_cfg.name == name
         assert isinstance(build_loss(minilm, loss_cfg), nn.Module)
+
+
+def test_gist_guides_with_a_frozen_copy_of_the_base_model(minilm):
+    import copy
+
+    from sentence_transformers.sentence_transformer import losses
+
+    model = copy.deepcopy(minilm)
+    loss = build_loss(model, cfg("train", "train=full", "train/loss=gist").loss)
+    assert type(loss) is losses.GISTEmbedLoss
+    assert loss.guide is not model and loss.temperature == pytest.approx(1 / 20.0)
+    assert not any(p.requires_grad for p in loss.guide.parameters())
+    with torch.no_grad():  # training the model later leaves the guide as the base model was
+        next(model.parameters()).add_(1.0)
+    base, guide = next(minilm.parameters()), next(loss.guide.parameters())
+    assert torch.equal(base, guide) and not torch.equal(base, next(model.parameters()))
+
+
+def test_margin_mse_needs_scores_and_builds(minilm):
+    from sentence_transformers.sentence_transformer import losses
+
+    loss_cfg = cfg("train", "train=full", "train/loss=margin_mse").loss
+    assert loss_cfg.needs_scores and not cfg("train", "train=full").loss.needs_scores
+    assert type(build_loss(minilm, loss_cfg)) is losses.MarginMSELoss

@@ -64,6 +64,8 @@ FAST = {
     "batch_size": 4,
     "max_seq_length": 64,
     "holdout_fraction": 0.25,
+    "holdout_min_questions": 0,
+    "selection_confidence": None,  # training is always kept: these tests are its mechanics
     "warmup_ratio": 0.1,
     "patience": 0,
 }

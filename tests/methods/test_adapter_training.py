@@ -31,7 +31,14 @@ from tests.methods.helpers import hit_rate_at_1, split, synthetic
 
 # A quarter of the 24 synthetic chunks held out: with fewer, MRR@10 reaches 1.0 within two epochs
 # and the first epoch to reach it is kept.
-TRAIN = {"lr": 0.05, "epochs": 8, "batch_size": 16, "holdout_fraction": 0.25, "patience": 0}
+TRAIN = {
+    "lr": 0.05,
+    "epochs": 8,
+    "batch_size": 16,
+    "holdout_fraction": 0.25,
+    "holdout_min_questions": 0,
+    "patience": 0,
+}
 
 
 CORPUS = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
@@ -116,6 +123,56 @@ def test_ranking_loss_candidate_count(monkeypatch):
     assert shapes == [((4, 3), [2, 2, 0, 1])]
     ranking_loss(LinearAdapter(3), queries, torch.eye(3), torch.tensor([2, 2, 2, 0]), 1.0)
     assert shapes[-1] == ((4, 2), [1, 1, 1, 0])
+
+
+def test_ranking_loss_ranks_against_the_hard_negatives_too():
+    corpus = torch.eye(4)
+    queries = torch.tensor([[1.0, 0.5, 0.0, 0.2], [0.0, 1.0, 0.3, 0.0]])
+    doc_rows = torch.tensor([0, 1])
+    negatives = torch.tensor([[3, -1], [3, 2]])  # q0 has one mined negative, q1 two
+    loss = ranking_loss(LinearAdapter(4), queries, corpus, doc_rows, 2.0, negatives)
+    scores = 2.0 * F.normalize(queries, dim=-1) @ corpus.T  # candidates: c0, c1, c2, c3
+    assert loss.item() == pytest.approx(F.cross_entropy(scores, doc_rows).item())
+    in_batch = ranking_loss(LinearAdapter(4), queries, corpus, doc_rows, 2.0)
+    assert loss.item() > in_batch.item()
+
+
+def test_identity_weight_pulls_the_adapted_queries_towards_the_base_ones():
+    corpus, queries, doc_rows = torch.eye(3), torch.eye(3)[[0, 1]], torch.tensor([0, 1])
+    adapter = LinearAdapter(3)
+    plain = ranking_loss(adapter, queries, corpus, doc_rows, 1.0)
+    assert ranking_loss(adapter, queries, corpus, doc_rows, 1.0, None, 5.0).item() == plain.item()
+    with torch.no_grad():
+        adapter.linear.bias.fill_(0.1)  # every adapted query moves by 0.1 in each of 3 dims
+    moved = ranking_loss(adapter, queries, corpus, doc_rows, 1.0)
+    pulled = ranking_loss(adapter, queries, corpus, doc_rows, 1.0, None, 5.0)
+    assert pulled.item() == pytest.approx(moved.item() + 5.0 * 0.03, abs=1e-6)
+
+
+def test_training_with_mined_negatives_uses_them(data, monkeypatch):
+    (emb, dataset), _ = data
+    seen = []
+    real_loss = adapter_training.ranking_loss
+
+    def recording_loss(adapter, queries, corpus, doc_rows, scale, negative_rows, weight):
+        seen.append(negative_rows.clone())
+        return real_loss(adapter, queries, corpus, doc_rows, scale, negative_rows, weight)
+
+    monkeypatch.setattr(adapter_training, "ranking_loss", recording_loss)
+    train_cfg = cfg("train", **{**TRAIN, "epochs": 1, "hard_negatives": 2})
+    mined = {q: ["c5", "c6", "c7"] for q in emb.query_ids}
+    train_adapter(LinearAdapter(16), emb, dataset, train_cfg, 0, TrainingLog(), None, mined.get)
+    assert seen and all(n.shape[1] == 2 and set(n.flatten().tolist()) == {5, 6} for n in seen)
+
+
+def test_the_selection_is_logged_and_a_clear_gain_keeps_the_trained_weights(data):
+    (emb, dataset), _ = data
+    chosen = []
+    log = TrainingLog(selected=lambda best, kept, gain: chosen.append((best, kept, gain)))
+    adapter = train(emb, dataset, cfg("train", **{**TRAIN, "selection_confidence": 0.95}), 7, log)
+    ((best, kept, gain),) = chosen
+    assert kept == best > 0 and gain["low"] > 0
+    assert not torch.allclose(adapter(emb.queries), emb.queries)
 
 
 @pytest.mark.parametrize(
@@ -224,12 +281,12 @@ def test_batches_in_training_have_distinct_chunks_and_no_held_out_question(data,
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     real_loss = adapter_training.ranking_loss
 
-    def recording_loss(adapter, queries, corpus, doc_rows, scale):
+    def recording_loss(adapter, queries, corpus, doc_rows, *args):
         seen.append((queries.detach().clone(), doc_rows.clone()))
-        return real_loss(adapter, queries, corpus, doc_rows, scale)
+        return real_loss(adapter, queries, corpus, doc_rows, *args)
 
     monkeypatch.setattr(adapter_training, "ranking_loss", recording_loss)
-    train_cfg = cfg("train", lr=0.01, epochs=2, batch_size=16, holdout_fraction=0.25, patience=0)
+    train_cfg = cfg("train", **{**TRAIN, "lr": 0.01, "epochs": 2})
     train(emb, dataset, train_cfg, 3)
     train_ids, held_ids = heldout_split(dataset, 0.25, 3)
     assert len(held_ids) == 3 * 6  # a quarter of the 24 chunks, three questions each
@@ -270,6 +327,7 @@ def test_best_epoch_is_kept_and_patience_stops(overrides, extra, build):
         epochs=10,
         batch_size=8,
         holdout_fraction=0.25,
+        holdout_min_questions=0,
         patience=2,
         **extra,
     )

@@ -38,7 +38,7 @@ def test_train_through_the_method(data, method, tmp_path):
     (emb, dataset), _ = data
     train_cfg = adapter_cfg(method)
     found = get_method(method)
-    assert isinstance(found, AdapterMethod) and found.untrained_is_candidate
+    assert isinstance(found, AdapterMethod)
     epochs: list[int] = []
     steps: list[int] = []
     log = TrainingLog(lambda s, _: steps.append(s), lambda e, s, m: epochs.append(e))

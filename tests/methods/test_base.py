@@ -67,7 +67,7 @@ def test_method_config_is_the_named_methods_schema(method, schema):
 def test_method_config_of_an_unknown_method_names_the_key(raw, problem):
     with pytest.raises(EmbedtuneError) as err:
         method_config(raw)
-    assert str(err.value) == f"{problem} (known: adapter_2layer, adapter_linear, full)"
+    assert str(err.value) == f"{problem} (known: adapter_2layer, adapter_linear, full, nudge)"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,8 @@ def test_method_config_of_an_unknown_method_names_the_key(raw, problem):
         (["train=adapter_linear"], LinearConfig),
         (["train=adapter_2layer"], TwoLayerConfig),
         (["train=full"], FullConfig),
-        (["experiment=cpu"], LinearConfig),
+        (["experiment=cpu"], FullConfig),  # the preset trains the whole model
+        (["experiment=cpu", "train=adapter_linear_cpu"], LinearConfig),
         (["experiment=cpu", "train=adapter_2layer"], TwoLayerConfig),
         (["experiment=cpu", "train=full"], FullConfig),
     ],
@@ -92,7 +93,7 @@ def parse(raw: dict):
 @pytest.mark.parametrize(
     ("overrides", "edit", "message"),
     [
-        ((), {"hard_negatives": 2}, r"unknown key train\.hard_negatives"),
+        ((), {"matryoshka_dims": [2]}, r"unknown key train\.matryoshka_dims"),
         (("train=adapter_2layer",), {"loss": {"name": "mnrl"}}, r"unknown key train\.loss$"),
         (("train=full",), {"hidden_size": 8}, r"unknown key train\.hidden_size"),
         ((), {"lr": -1.0}, r"train\.lr must be greater than 0, got -1\.0"),
@@ -183,7 +184,7 @@ def test_load_tuned_unknown_method(tmp_path, config):
     message = str(err.value)
     assert f"unknown method {config.get('method')!r}" in message
     assert str(tmp_path / "config.json") in message
-    assert "adapter_2layer, adapter_linear, full" in message
+    assert "adapter_2layer, adapter_linear, full, nudge" in message
 
 
 class ToyConfig(TrainConfig):

@@ -36,16 +36,15 @@ def test_the_full_config():
     train_cfg = full_cfg()
     assert isinstance(train_cfg, FullConfig) and train_cfg.loss.name == "mnrl"
     method = get_method("full")
-    assert isinstance(method, FullMethod) and not method.untrained_is_candidate
+    assert isinstance(method, FullMethod)
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         ({"optimizer": "sgd"}, r"train\.optimizer must be 'adamw', got 'sgd'"),
-        ({"hard_negatives": 5, "hard_negative_ranks": [3, 5]}, r"must fit in the rank window"),
-        ({"hard_negative_ranks": [3]}, r"hard_negative_ranks must be \[first, last\]"),
-        ({"hard_negative_ranks": [5, 3]}, r"hard_negative_ranks must be \[first, last\]"),
+        ({"hard_negatives": -1}, r"train\.hard_negatives must be greater than or equal to 0"),
+        ({"hard_negative_ranks": [3, 5]}, r"unknown key train\.hard_negative_ranks"),
         ({"max_seq_length": 0}, r"train\.max_seq_length must be greater than 0, got 0"),
         ({"matryoshka_dims": [64, 0]}, r"train\.matryoshka_dims must be > 0"),
         ({"warmup_ratio": 1.0}, r"train\.warmup_ratio must be less than 1"),

@@ -11,7 +11,7 @@ from embedtune.embeddings import embed_dataset, embed_texts, load_encoder
 from embedtune.errors import EmbedtuneError
 from embedtune.evaluation import evaluate
 from embedtune.methods.adapters import AdapterModel
-from embedtune.methods.base import TrainingLog, save_tuned
+from embedtune.methods.base import TrainingInputs, TrainingLog, save_tuned
 from embedtune.methods.full import FullModel
 from embedtune.methods.full_training import (
     EVAL_KEY,
@@ -23,6 +23,7 @@ from embedtune.methods.full_training import (
 )
 from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.methods.linear import LinearAdapter
+from embedtune.mined import Mined
 from tests.conftest import cfg
 from tests.methods.helpers import embed_cfg, full_cfg, tiny_dataset
 
@@ -77,7 +78,7 @@ def test_patience_stops_when_the_held_out_score_is_flat(minilm):
     epochs: list[tuple[int, int, float]] = []
     dataset = vague_dataset()
     log = TrainingLog(epoch=lambda e, s, m: epochs.append((e, s, m[HELDOUT_NAME])))
-    model = train_full(fresh_encoder(), dataset, train_cfg, EMBED, seed=3, log=log)
+    model = train_full(fresh_encoder(), TrainingInputs(dataset, EMBED), train_cfg, 3, log)
     assert [(e, s) for e, s, _ in epochs] == [(0, 0), (1, 3), (2, 6)]
     # Epoch 0 is the base model, scored with heldout_score on its embeddings of the texts.
     _, held = heldout_split(dataset, 0.25, 3)
@@ -98,13 +99,22 @@ def test_patience_stops_when_the_held_out_score_is_flat(minilm):
     assert not model.training
 
 
+def next_chunks(dataset: dict, count: int) -> Mined:
+    """Mined negatives: each question's next `count` chunks."""
+    ids = list(dataset["corpus"])
+    negatives = {
+        q: [ids[(ids.index(dataset["relevant_docs"][q][0]) + k) % len(ids)] for k in (1, 2)][:count]
+        for q in dataset["queries"]
+    }
+    return Mined([], {}, negatives)
+
+
 def test_cached_loss_matryoshka_and_hard_negatives_train(tmp_path):
     train_cfg = full_cfg(
         "train/loss=cached_mnrl",
         holdout_fraction=0.0,
         matryoshka_dims=[384, 64],
         hard_negatives=1,
-        hard_negative_ranks=[2, 6],
     )
     train_cfg = train_cfg.model_copy(
         update={"loss": train_cfg.loss.model_copy(update={"mini_batch_size": 2})}
@@ -112,7 +122,8 @@ def test_cached_loss_matryoshka_and_hard_negatives_train(tmp_path):
     steps: list[float] = []
     epochs: list[int] = []
     log = TrainingLog(lambda s, loss: steps.append(loss), lambda e, s, m: epochs.append(e))
-    model = train_full(fresh_encoder(), tiny_dataset(), train_cfg, EMBED, seed=1, log=log)
+    inputs = TrainingInputs(tiny_dataset(), EMBED, mined=next_chunks(tiny_dataset(), 1))
+    model = train_full(fresh_encoder(), inputs, train_cfg, 1, log)
     assert len(steps) == 3 and all(loss > 0 for loss in steps)  # hard negatives: never zero
     assert epochs == []  # nothing held out: no selection, the last epoch is kept
     save_tuned(FullModel(model, "query: ", "passage: ", 16), tmp_path / "m")
@@ -123,7 +134,39 @@ def test_too_few_training_pairs():
     dataset = tiny_dataset()
     dataset["relevant_docs"] = {"q0": ["c0"]}
     with pytest.raises(EmbedtuneError, match="fewer than 2 labelled queries"):
-        train_full(fresh_encoder(), dataset, full_cfg(), EMBED, seed=0, log=TrainingLog())
+        train_full(fresh_encoder(), TrainingInputs(dataset, EMBED), full_cfg(), 0, TrainingLog())
+
+
+def test_the_base_model_is_kept_when_training_does_not_beat_it_beyond_noise():
+    # Too small a learning rate to move a ranking: held-out gain 0, interval [0, 0].
+    train_cfg = full_cfg(lr=1e-12, epochs=1, selection_confidence=0.95)
+    chosen: list[tuple] = []
+    log = TrainingLog(selected=lambda best, kept, gain: chosen.append((best, kept, gain)))
+    assert (
+        train_full(fresh_encoder(), TrainingInputs(vague_dataset(), EMBED), train_cfg, 3, log)
+        is None
+    )
+    assert chosen == [(1, 0, {"diff": 0.0, "low": 0.0, "high": 0.0})]
+
+
+def test_margin_mse_distils_scores_of_the_mined_negatives():
+    dataset = tiny_dataset()
+    mined = next_chunks(dataset, 2)
+    mined.scores = {q: [3.0, 1.0, -1.0] for q in list(dataset["queries"])[:8]}
+    train_cfg = full_cfg("train/loss=margin_mse", holdout_fraction=0.0, hard_negatives=2)
+    steps: list[float] = []
+    model = train_full(
+        fresh_encoder(),
+        TrainingInputs(dataset, EMBED, mined=mined),
+        train_cfg,
+        0,
+        TrainingLog(lambda s, loss: steps.append(loss)),
+    )
+    assert len(steps) == 2 and all(loss > 0 for loss in steps)  # 8 scored questions, batch 4
+    assert model is not None
+    without = TrainingInputs(dataset, EMBED, mined=next_chunks(dataset, 2))
+    with pytest.raises(EmbedtuneError, match="needs|learns from scored hard negatives"):
+        train_full(fresh_encoder(), without, train_cfg, 0, TrainingLog())
 
 
 # --- losses, precision, arguments ----------------------------------------------------------

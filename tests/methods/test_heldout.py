@@ -3,6 +3,7 @@ as `eval` (retrieval.ranking.rank_relevant and the registered `mrr` metric)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,10 +12,12 @@ from embedtune.evaluation import evaluate
 from embedtune.methods.adapters import AdapterModel
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
+    gain_over_untrained,
     heldout_score,
     heldout_split,
     holdout_chunks,
     split_queries,
+    trained_wins,
 )
 from embedtune.methods.linear import LinearAdapter
 from embedtune.retrieval.metrics import METRICS, metric_at
@@ -218,3 +221,46 @@ def test_eval_also_counts_the_tie_against_the_model():
     result = evaluate(twins, data, identity, {"mrr": [10]})
     assert result.metrics["base"]["mrr@10"] == 0.5
     assert result.best["base"].tolist() == [2]
+
+
+# --- the slice's size and the selection rule ---------------------------------------------------
+
+
+def test_the_slice_grows_to_min_questions_but_leaves_half_for_training():
+    ids = [f"c{i}" for i in range(20)]
+    questions = dict.fromkeys(ids, 2)  # 40 questions
+    by_fraction = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=0)
+    assert len(by_fraction) == 2
+    grown = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=10)
+    assert len(grown) == 5 and grown > by_fraction  # same hash order, more of it
+    capped = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=50)
+    assert len(capped) == 10  # 20 of 40 questions: half stay for training
+    assert holdout_chunks(ids, 0.0, seed=1, questions=questions, min_questions=10) == set()
+
+
+def test_heldout_split_of_some_queries_with_min_questions():
+    dataset = {
+        "queries": {f"q{i}": "?" for i in range(12)},
+        "relevant_docs": {f"q{i}": [f"c{i // 2}"] for i in range(12)},
+    }
+    train, held = heldout_split(dataset, 0.1, 0, min_questions=4)
+    assert len(held) == 4 and len(train) == 8 and not set(train) & set(held)
+    some = [f"q{i}" for i in range(6)]
+    train, held = heldout_split(dataset, 0.1, 0, min_questions=2, query_ids=some)
+    assert set(train) | set(held) == set(some) and len(held) == 2
+
+
+def test_the_selection_rule():
+    untrained = np.array([0.5, 0.2, 1.0, 0.0] * 10)
+    clear = gain_over_untrained(untrained, untrained + 0.1, 0.95, seed=0)
+    assert clear["diff"] == pytest.approx(0.1) and clear["low"] > 0
+    assert trained_wins(clear, 0.95)
+    noisy = untrained.copy()
+    noisy[:2] += [0.5, -0.3]  # a mean gain of 0.005, from two questions only
+    gain = gain_over_untrained(untrained, noisy, 0.95, seed=0)
+    assert gain["diff"] > 0 and gain["low"] < 0 < gain["high"]
+    assert not trained_wins(gain, 0.95)
+    mean_only = gain_over_untrained(untrained, noisy, 0.0, seed=0)
+    assert mean_only["low"] is None and trained_wins(mean_only, 0.0)
+    worse = gain_over_untrained(untrained, untrained - 0.1, None, seed=0)
+    assert trained_wins(worse, None) and not trained_wins(worse, 0.0)

@@ -17,6 +17,7 @@ from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_dataset, save_embeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import METHODS, Method, TrainConfig, TrainingInputs, TrainingLog
+from embedtune.mined import MINED_FILE, Mined
 from tests.conftest import ROOT, cfg
 
 DATASETS = {
@@ -63,8 +64,10 @@ class ToyMethod(Method):
 
     def train(self, inputs: TrainingInputs, cfg: ToyConfig, seed: int, log: TrainingLog):
         assert inputs.embeddings().queries.shape[0] == 2  # the cached base embeddings
+        assert inputs.question_split(cfg, seed) == (["q1"], [])  # q2 was set aside by `mine`
         log.step(1, 0.5)
         log.epoch(1, 1, {"mrr@10": 1.0})
+        log.selected(1, 1, {"diff": 0.5, "low": 0.25, "high": 0.75})
         return ToyModel(cfg.gain)
 
     def load(self, folder: Path, embed: EmbedConfig | None = None) -> ToyModel:
@@ -86,6 +89,7 @@ def workdir(tmp_path, monkeypatch, minilm) -> Path:
         io.write_json(tmp_path / io.QA_DIR / f"{split}.json", dataset)
         emb = embed_dataset(minilm, dataset, embed)
         save_embeddings(tmp_path / io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
+    io.write_json(tmp_path / MINED_FILE, Mined(["q2"], {}, {"q1": []}).as_dict())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -106,7 +110,9 @@ TOY_TRAIN = {
     "epochs": 1,
     "batch_size": 2,
     "holdout_fraction": 0.0,
+    "holdout_min_questions": 0,
     "patience": 0,
+    "selection_confidence": 0.95,
 }
 
 
@@ -121,7 +127,8 @@ def test_a_method_registered_from_a_test_runs_train_and_eval(toy_method, workdir
         "method": "toy",
     }
     summary = json.loads((workdir / "metrics/train/metrics.json").read_text())
-    assert summary["heldout"]["best_epoch"] == 1
+    assert summary["heldout"]["best_epoch"] == summary["heldout"]["kept_epoch"] == 1
+    assert summary["heldout"]["gain_mrr@10"] == {"diff": 0.5, "low": 0.25, "high": 0.75}
     eval_stage.main()
     metrics = json.loads((workdir / "metrics/eval.json").read_text())
     assert metrics["tuned"] == metrics["base"]  # a gain leaves cosine rankings as they were

@@ -5,6 +5,7 @@ A loss module registers a builder and its config under the name `train.loss.name
     class MyLossConfig(LossConfig):
         name: Literal["mine"]
         margin: float
+        needs_scores: ClassVar[bool] = False  # True: learns from cross-encoder scores
 
     @LOSSES.register("mine")
     class MyLoss:
@@ -17,9 +18,7 @@ plus `conf/train/loss/mine.yaml` (`-S train/loss=mine` picks it).
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field
+from typing import Any, ClassVar
 
 from embedtune.config import Section
 from embedtune.errors import EmbedtuneError
@@ -30,7 +29,9 @@ LOSSES: Registry[Any] = Registry("train.loss.name", __name__)
 
 class LossConfig(Section):
     name: str
-    scale: float = Field(gt=0)  # inverse temperature of the cosine scores
+
+    # whether the loss learns from cross-encoder scores (a `label` column; mine.cross_encoder)
+    needs_scores: ClassVar[bool] = False
 
 
 def build_loss(model, cfg: LossConfig):

@@ -11,6 +11,7 @@ from embedtune.losses import LOSSES, LossConfig
 
 class CachedMNRLConfig(LossConfig):
     name: Literal["cached_mnrl"]
+    scale: float = Field(gt=0)  # inverse temperature of the cosine scores
     mini_batch_size: int = Field(gt=0)  # examples per forward pass
 
 

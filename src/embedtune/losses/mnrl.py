@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from embedtune.losses import LOSSES, LossConfig
 
 
 class MNRLConfig(LossConfig):
     name: Literal["mnrl"]
+    scale: float = Field(gt=0)  # inverse temperature of the cosine scores
 
 
 @LOSSES.register("mnrl")

@@ -1,15 +1,19 @@
 """Training a small network on cached base query embeddings (the adapter methods' loop).
 
 Loss: multiple negatives ranking, each question's chunk against the batch's other distinct
-chunks; no chunk is twice in a batch. After every epoch the held-out questions' MRR@10 picks
-the weights that are kept (epoch 0, the untrained adapter, included).
+chunks and the batch's mined hard negatives; no chunk is twice in a batch as a positive; an
+optional penalty keeps the adapted queries near the base ones. After every epoch the held-out
+questions' MRR@10 scores the weights; the best epoch is kept only if it beats the untrained
+adapter beyond the held-out slice's noise (`embedtune.methods.heldout`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +21,13 @@ from torch import nn
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TrainingLog
-from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
+from embedtune.methods.heldout import (
+    HELDOUT_NAME,
+    gain_over_untrained,
+    heldout_per_query,
+    heldout_split,
+    trained_wins,
+)
 
 
 def training_pairs(
@@ -69,12 +79,37 @@ def ranking_loss(
     corpus: torch.Tensor,
     doc_rows: torch.Tensor,
     scale: float,
+    negative_rows: torch.Tensor | None = None,
+    identity_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy of each query's positive against the batch's other distinct chunks."""
-    candidates, target = torch.unique(doc_rows, return_inverse=True)
-    q = F.normalize(adapter(queries), dim=-1)
-    scores = scale * q @ corpus[candidates].T
-    return F.cross_entropy(scores, target)
+    """Cross-entropy of each query's positive against the batch's other distinct chunks and
+    the batch's hard negatives (`negative_rows`, -1 where a question has fewer), plus
+    `identity_weight` times the mean squared distance of the adapted queries from the base ones
+    (which keeps the adapter near the identity, the base model)."""
+    rows = doc_rows
+    if negative_rows is not None:
+        rows = torch.cat([doc_rows, negative_rows[negative_rows >= 0]])
+    candidates, inverse = torch.unique(rows, return_inverse=True)
+    mapped = adapter(queries)
+    scores = scale * F.normalize(mapped, dim=-1) @ corpus[candidates].T
+    loss = F.cross_entropy(scores, inverse[: len(doc_rows)])
+    if identity_weight:
+        loss = loss + identity_weight * (mapped - queries).pow(2).sum(dim=1).mean()
+    return loss
+
+
+def negative_matrix(
+    emb: SplitEmbeddings, q_rows: torch.Tensor, negatives: Callable[[str], list[str]], count: int
+) -> torch.Tensor | None:
+    """[pairs, count] corpus rows of each pair's first `count` mined negatives (-1: none)."""
+    if not count:
+        return None
+    corpus_row = {cid: i for i, cid in enumerate(emb.corpus_ids)}
+    matrix = torch.full((len(q_rows), count), -1, dtype=torch.long)
+    for i, qi in enumerate(q_rows.tolist()):
+        found = [corpus_row[c] for c in negatives(emb.query_ids[qi])[:count]]
+        matrix[i, : len(found)] = torch.tensor(found, dtype=torch.long)
+    return matrix
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -87,12 +122,40 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _run_epoch(adapter, optimizer, emb, q_rows, d_rows, batches, scale, step, log) -> int:
+@dataclass
+class Batches:
+    """The training pairs (query row, positive row, hard-negative rows) of an adapter."""
+
+    q_rows: torch.Tensor
+    d_rows: torch.Tensor
+    negatives: torch.Tensor | None
+
+
+def _training_batches(emb, dataset, train_ids, negatives, count: int) -> Batches:
+    q_rows, d_rows = training_pairs(emb, dataset, train_ids)
+    if len(q_rows) < 2:
+        raise EmbedtuneError(
+            f"training split has {len(q_rows)} labelled queries, need at least 2 "
+            "(more documents in data.train, a smaller train.holdout_fraction, "
+            "or check metrics/synth.json and metrics/mine.json)"
+        )
+    return Batches(q_rows, d_rows, negative_matrix(emb, q_rows, negatives, count))
+
+
+def _run_epoch(adapter, optimizer, emb, pairs: Batches, batches, cfg, step, log) -> int:
     """One pass over the batches; returns the optimiser step count after it."""
     for batch in batches:
         if len(batch) < 2:
             continue  # one chunk alone has no negative to rank against
-        loss = ranking_loss(adapter, emb.queries[q_rows[batch]], emb.corpus, d_rows[batch], scale)
+        loss = ranking_loss(
+            adapter,
+            emb.queries[pairs.q_rows[batch]],
+            emb.corpus,
+            pairs.d_rows[batch],
+            cfg.scale,
+            None if pairs.negatives is None else pairs.negatives[batch],
+            cfg.identity_weight,
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -102,59 +165,70 @@ def _run_epoch(adapter, optimizer, emb, q_rows, d_rows, batches, scale, step, lo
 
 
 def train_adapter(
-    adapter: nn.Module, emb: SplitEmbeddings, dataset: dict, cfg, seed: int, log: TrainingLog
+    adapter: nn.Module,
+    emb: SplitEmbeddings,
+    dataset: dict,
+    cfg,
+    seed: int,
+    log: TrainingLog,
+    split: tuple[list[str], list[str]] | None = None,
+    negatives: Callable[[str], list[str]] = lambda qid: [],
 ) -> nn.Module:
-    """Train `adapter` on cached embeddings; keep the best held-out epoch.
+    """Train `adapter` on cached embeddings; keep the best held-out epoch if it beats untrained.
 
     Args:
         adapter: the untrained adapter (the identity map, so epoch 0 is the base model).
-        emb: base-model embeddings of the training split.
-        dataset: the split's `EmbeddingQAFinetuneDataset` dict (for `relevant_docs`).
-        cfg: an adapter method's config (optimizer, lr, epochs, batch size, scale, held-out
-            fraction, patience).
-        seed: seeds the held-out slice and the batches.
-        log: receives the loss per step and the held-out MRR@10 per epoch.
+        emb, dataset: base-model embeddings and `EmbeddingQAFinetuneDataset` dict of the split.
+        cfg: an adapter method's config.
+        seed: seeds the held-out slice, the batches and the selection's bootstrap.
+        log: receives the loss per step, the held-out MRR@10 per epoch and the selection.
+        split: (training, held-out) question ids; by default the held-out slice of the split.
+        negatives: a training question's mined hard negatives (chunk ids, hardest first).
 
-    Returns:
-        The adapter with the weights of the best epoch (epoch 0 included); the last epoch's
-        when nothing is held out.
+    Returns: the adapter with the best trained epoch's weights if their held-out gain over the
+    untrained adapter is clear of noise (`heldout.trained_wins`), else the untrained weights;
+    the last epoch's when nothing is held out.
     """
     relevant = dataset["relevant_docs"]
-    train_ids, held_ids = heldout_split(dataset, cfg.holdout_fraction, seed)
-    q_rows, d_rows = training_pairs(emb, dataset, train_ids)
-    if len(q_rows) < 2:
-        raise EmbedtuneError(
-            f"training split has {len(q_rows)} labelled queries, need at least 2 "
-            "(more documents in data.train, a smaller train.holdout_fraction, "
-            "or check metrics/synth.json)"
-        )
+    train_ids, held_ids = split or heldout_split(
+        dataset, cfg.holdout_fraction, seed, cfg.holdout_min_questions
+    )
+    pairs = _training_batches(emb, dataset, train_ids, negatives, cfg.hard_negatives)
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(adapter.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
-    row = {qid: i for i, qid in enumerate(emb.query_ids)}
-    held_queries = emb.queries[[row[q] for q in held_ids]]
+    held_queries = emb.queries[[emb.query_ids.index(q) for q in held_ids]]
 
-    def held_out() -> float:
+    def held_out() -> np.ndarray:
         with torch.no_grad():
             queries = adapter(held_queries)
-        return heldout_score(queries, emb.corpus, held_ids, emb.corpus_ids, relevant)
+        return heldout_per_query(queries, emb.corpus, held_ids, emb.corpus_ids, relevant)
 
-    step, stale, best_state, best = 0, 0, None, float("-inf")
+    untrained = held_out() if held_ids else None
     if held_ids:
-        best, best_state = held_out(), _snapshot(adapter)
-        log.epoch(0, 0, {HELDOUT_NAME: best})
+        log.epoch(0, 0, {HELDOUT_NAME: float(untrained.mean())})
+    untrained_state, step, stale, best = _snapshot(adapter), 0, 0, None  # best trained epoch
+    record = untrained.mean() if held_ids else None  # patience counts from the untrained score
     for epoch in range(1, cfg.epochs + 1):
-        batches = no_duplicate_batches(d_rows, cfg.batch_size, generator)
-        step = _run_epoch(adapter, optimizer, emb, q_rows, d_rows, batches, cfg.scale, step, log)
+        batches = no_duplicate_batches(pairs.d_rows, cfg.batch_size, generator)
+        step = _run_epoch(adapter, optimizer, emb, pairs, batches, cfg, step, log)
         if not held_ids:
             continue
-        score = held_out()
-        log.epoch(epoch, step, {HELDOUT_NAME: score})
-        if score > best:
-            best, stale, best_state = score, 0, _snapshot(adapter)
-        else:
-            stale += 1
-            if cfg.patience and stale >= cfg.patience:
-                break
-    if best_state is not None:
-        adapter.load_state_dict(best_state)
+        values = held_out()
+        log.epoch(epoch, step, {HELDOUT_NAME: float(values.mean())})
+        if best is None or values.mean() > best[1].mean():
+            best = (epoch, values, _snapshot(adapter))
+        stale = 0 if values.mean() > record else stale + 1
+        record = max(record, values.mean())
+        if cfg.patience and stale >= cfg.patience:
+            break
+    if best is not None:
+        _keep_selected(adapter, (0, untrained, untrained_state), best, cfg, seed, log)
     return adapter.eval()
+
+
+def _keep_selected(adapter: nn.Module, untrained: tuple, best: tuple, cfg, seed, log) -> None:
+    """Load the best epoch's weights if they beat the untrained ones beyond noise, else those."""
+    gain = gain_over_untrained(untrained[1], best[1], cfg.selection_confidence, seed)
+    kept = best if trained_wins(gain, cfg.selection_confidence) else untrained
+    adapter.load_state_dict(kept[2])
+    log.selected(best[0], kept[0], gain)

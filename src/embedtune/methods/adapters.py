@@ -25,6 +25,8 @@ class AdapterConfig(TrainConfig):
     optimizer: Literal["adamw", "adam", "sgd"]
     bias: bool  # learn the biases as well as the weights
     scale: float = Field(gt=0)  # inverse temperature of cosine scores in the ranking loss
+    hard_negatives: int = Field(ge=0)  # mined negatives per question in the loss (0: in-batch)
+    identity_weight: float = Field(ge=0)  # pull of the adapted queries towards the base ones
 
 
 class AdapterModel:
@@ -67,7 +69,11 @@ class AdapterMethod(Method):
         emb = inputs.embeddings()
         torch.manual_seed(seed)  # seeds initialisation (the batches have their own generator)
         adapter = self.build(cfg, emb.queries.shape[1])
-        return AdapterModel(self.name, train_adapter(adapter, emb, inputs.dataset, cfg, seed, log))
+        split = inputs.question_split(cfg, seed)
+        trained = train_adapter(
+            adapter, emb, inputs.dataset, cfg, seed, log, split, inputs.negatives
+        )
+        return AdapterModel(self.name, trained)
 
     def load(self, folder: Path, embed: EmbedConfig | None = None) -> AdapterModel:
         from safetensors.torch import load_file

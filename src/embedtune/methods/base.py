@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import Field, model_validator
@@ -34,6 +34,8 @@ from pydantic import Field, model_validator
 from embedtune.config import EmbedConfig, Section
 from embedtune.embeddings import SplitEmbeddings, load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError
+from embedtune.methods.heldout import heldout_split
+from embedtune.mined import Mined
 from embedtune.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("train.method", "embedtune.methods")
@@ -49,7 +51,11 @@ class TrainConfig(Section):
     batch_size: int = Field(gt=1)  # questions per step; > 1 for in-batch negatives
     # model selection on a held-out slice of the TRAINING questions (never validation)
     holdout_fraction: float = Field(ge=0, lt=1)
+    holdout_min_questions: int = Field(ge=0)  # grow the held-out slice to this many questions
     patience: int = Field(ge=0)  # epochs without held-out gain before stopping (0 = run all)
+    # training is kept only if its held-out gain's interval at this confidence is above 0
+    # (0: if its mean gain is; None: always, the untrained model is no candidate)
+    selection_confidence: float | None = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _patience_needs_heldout(self) -> TrainConfig:
@@ -77,11 +83,14 @@ class TunedModel(Protocol):
 
 @dataclass
 class TrainingLog:
-    """Where a method reports progress: (step, loss) per optimiser step, and (epoch, step,
-    {"mrr@10": value}) for the held-out questions after every epoch (epoch 0: untrained)."""
+    """Where a method reports progress: (step, loss) per optimiser step, (epoch, step,
+    {"mrr@10": value}) for the held-out questions after every epoch (epoch 0: untrained), and
+    the selection: (best trained epoch, epoch kept (0: untrained), held-out gain {diff, low,
+    high} of that trained epoch over the untrained model)."""
 
     step: Callable[[int, float], None] = lambda step, loss: None
     epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, step, metrics: None
+    selected: Callable[[int, int, dict], None] = lambda best, kept, gain: None
 
 
 @dataclass
@@ -91,6 +100,7 @@ class TrainingInputs:
     dataset: dict  # the split's EmbeddingQAFinetuneDataset dict
     embed: EmbedConfig
     embeddings_path: Path | None = None
+    mined: Mined | None = None  # question roles and hard negatives (stage `mine`)
     _embeddings: SplitEmbeddings | None = field(default=None, repr=False)
     _encoder: Any = field(default=None, repr=False)
 
@@ -101,6 +111,27 @@ class TrainingInputs:
             self._embeddings = load_embeddings(self.embeddings_path)
         return self._embeddings
 
+    def question_split(
+        self, cfg: TrainConfig, seed: int, unit: Literal["chunk", "question"] = "chunk"
+    ) -> tuple[list[str], list[str]]:
+        """(training, held-out) question ids, held out by `unit` (see `heldout_split`). The
+        seen-corpus questions are in neither; the held-out slice is not round-trip filtered
+        (that would favour the base model)."""
+        ids = list(self.dataset["queries"])
+        if self.mined is not None:
+            aside = set(self.mined.seen_corpus)
+            ids = [q for q in ids if q not in aside]
+        train, held = heldout_split(
+            self.dataset, cfg.holdout_fraction, seed, cfg.holdout_min_questions, ids, unit
+        )
+        if self.mined is not None:
+            train = self.mined.training(train)
+        return train, held
+
+    def negatives(self, query_id: str) -> list[str]:
+        """The mined hard negatives (chunk ids, hardest first) of a training question."""
+        return [] if self.mined is None else self.mined.negatives.get(query_id, [])
+
     def encoder(self):
         """The base model in float32, to be trained in place."""
         if self._encoder is None:
@@ -110,9 +141,6 @@ class TrainingInputs:
 
 class Method(ABC):
     Config: ClassVar[type[TrainConfig]]
-    # Whether the untrained model (held-out epoch 0) may be kept; when not, it is logged only
-    # for reference and an epoch of training is always kept.
-    untrained_is_candidate: ClassVar[bool] = True
 
     @abstractmethod
     def train(

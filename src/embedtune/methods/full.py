@@ -16,7 +16,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from embedtune import io
 from embedtune.config import EmbedConfig
-from embedtune.embeddings import embed_texts
+from embedtune.embeddings import embed_texts, load_encoder
 from embedtune.losses import LossConfig, loss_config
 from embedtune.methods.base import METHODS, Method, TrainConfig, TrainingInputs, TrainingLog
 from embedtune.models import encoder_dtype, pick_device
@@ -29,8 +29,7 @@ class FullConfig(TrainConfig):
     # conf/train/loss/*.yaml; SerializeAsAny: model_dump keeps the loss's own keys too
     loss: SerializeAsAny[LossConfig]
     matryoshka_dims: list[int]  # also train these truncated dimensions, e.g. [256, 128, 64]
-    hard_negatives: int = Field(ge=0)  # mined with the base model per question (0: in-batch)
-    hard_negative_ranks: list[int]  # [first, last] rank window the negatives come from
+    hard_negatives: int = Field(ge=0)  # mined negatives per question (stage mine; 0: in-batch)
     max_seq_length: int | None = Field(gt=0)  # truncate texts (null: the model's own limit)
 
     @field_validator("loss", mode="before")
@@ -39,15 +38,7 @@ class FullConfig(TrainConfig):
         return raw if isinstance(raw, LossConfig) else loss_config(raw)
 
     @model_validator(mode="after")
-    def _negatives(self) -> FullConfig:
-        ranks, count = self.hard_negative_ranks, self.hard_negatives
-        if len(ranks) != 2 or not 1 <= ranks[0] <= ranks[1]:
-            raise ValueError("train.hard_negative_ranks must be [first, last], 1 <= first <= last")
-        if count > ranks[1] - ranks[0] + 1:
-            raise ValueError(
-                f"train.hard_negatives ({count}) must fit in the rank window "
-                f"train.hard_negative_ranks {ranks}"
-            )
+    def _dims(self) -> FullConfig:
         if any(d <= 0 for d in self.matryoshka_dims):
             raise ValueError("train.matryoshka_dims must be > 0")
         return self
@@ -82,15 +73,17 @@ class FullModel:
 @METHODS.register("full")
 class FullMethod(Method):
     Config = FullConfig
-    untrained_is_candidate = False  # the trainer keeps its best epoch among the trained ones
 
     def train(
         self, inputs: TrainingInputs, cfg: FullConfig, seed: int, log: TrainingLog
     ) -> FullModel:
         from embedtune.methods.full_training import train_full
 
-        model = train_full(inputs.encoder(), inputs.dataset, cfg, inputs.embed, seed, log)
         embed = inputs.embed
+        model = train_full(inputs.encoder(), inputs, cfg, seed, log)
+        if model is None:  # training did not beat the base model beyond noise: ship the base
+            model = load_encoder(embed, for_training=True)
+            model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
         return FullModel(model, embed.query_prefix, embed.document_prefix, embed.batch_size)
 
     def load(self, folder: Path, embed: EmbedConfig | None = None) -> FullModel:

@@ -1,95 +1,68 @@
-"""Training rows of the `full` method: (question, chunk[, hard negatives]) texts."""
+"""Training rows of the `full` method: (question, chunk[, hard negatives][, scores]) texts."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from embedtune.config import EmbedConfig
-from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
 
 
-def rank_window_negatives(
-    scores: torch.Tensor,
-    gold: torch.Tensor,
-    ranks: Sequence[int],
-    count: int,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """For each query, `count` chunks drawn at random from ranks [first, last] of the non-gold ones.
-
-    Args:
-        scores: [queries, chunks] base-model similarities.
-        gold: [queries, chunks] True for the query's own (relevant) chunks: never a negative.
-        ranks: [first, last], 1-based, counted among the non-gold chunks by descending score.
-        count: negatives per query.
-        generator: seeds the draw.
-
-    Returns:
-        [queries, count] chunk indices, in descending score order.
-    """
-    first, last = ranks
-    order = scores.masked_fill(gold, float("-inf")).argsort(dim=1, descending=True, stable=True)
-    available = (~gold).sum(dim=1)
-    picked = []
-    for qi in range(len(scores)):
-        window = order[qi, first - 1 : min(last, int(available[qi]))]
-        if len(window) < count:
-            raise EmbedtuneError(
-                f"train.hard_negatives={count}, but a question has only {len(window)} other "
-                f"chunks in ranks {first}..{last} of the training corpus: lower "
-                "train.hard_negatives or train.hard_negative_ranks"
-            )
-        chosen = torch.randperm(len(window), generator=generator)[:count].sort().values
-        picked.append(window[chosen])
-    return torch.stack(picked) if picked else torch.zeros(0, count, dtype=torch.long)
+def padded(found: list[str], count: int, others: Sequence[str], generator) -> list[str]:
+    """`count` negatives: the mined ones, repeated when fewer; random `others` when none."""
+    if found:
+        return [found[i % len(found)] for i in range(count)]
+    if not others:
+        raise EmbedtuneError("a training question has no other chunk to be its negative")
+    picks = torch.randint(len(others), (count,), generator=generator).tolist()
+    return [others[i] for i in picks]
 
 
 def training_columns(
-    model,
     dataset: dict,
     train_ids: Sequence[str],
-    held_chunks: Collection[str],
-    cfg,
+    negatives: Callable[[str], list[str]],
+    count: int,
     embed: EmbedConfig,
     seed: int,
-) -> dict[str, list[str]]:
-    """Columns anchor, positive[, negative_1..n] of prefixed texts, one row per (question, chunk).
+    scores: dict[str, list[float]] | None = None,
+) -> dict[str, list]:
+    """Columns anchor, positive[, negative_1..count][, label] of prefixed texts, one row per
+    (question, chunk).
 
-    Hard negatives are mined with `model` (the base model, before training) among the training
-    chunks that are not held out; a question's own chunks, and chunks with the same text, never
-    are its negatives.
+    Negatives are the question's first `count` mined ones (`negatives(question id)`, chunk ids);
+    a question with fewer repeats them, one with none gets random chunks other than its own
+    (seeded). With `scores` (question id -> [positive, negatives...], a cross-encoder's), the
+    `label` column carries them for distillation, and questions without `count` scored
+    negatives are left out.
     """
     relevant, corpus, queries = dataset["relevant_docs"], dataset["corpus"], dataset["queries"]
+    if scores is not None:
+        train_ids = [q for q in train_ids if len(scores.get(q, ())) > count]
+        if not train_ids:
+            raise EmbedtuneError(
+                f"no training question has {count} scored negatives: lower train.hard_negatives "
+                "or raise mine.negatives (see metrics/mine.json)"
+            )
     pairs = [(qid, cid) for qid in train_ids for cid in relevant[qid]]
-    columns = {
+    columns: dict[str, list] = {
         "anchor": [embed.query_prefix + queries[qid] for qid, _ in pairs],
         "positive": [embed.document_prefix + corpus[cid] for _, cid in pairs],
     }
-    if cfg.hard_negatives == 0:
+    if count == 0:
         return columns
-    texts = list(dict.fromkeys(corpus[c] for c in corpus if c not in held_chunks))
-    text_col = {t: i for i, t in enumerate(texts)}
-    gold = torch.zeros(len(train_ids), len(texts), dtype=torch.bool)
-    for qi, qid in enumerate(train_ids):
-        for cid in relevant[qid]:
-            if corpus[cid] in text_col:
-                gold[qi, text_col[corpus[cid]]] = True
-    question_texts = [queries[q] for q in train_ids]
-    q_emb = embed_texts(model, question_texts, embed.query_prefix, embed.batch_size)
-    d_emb = embed_texts(model, texts, embed.document_prefix, embed.batch_size)
-    negatives = rank_window_negatives(
-        q_emb @ d_emb.T,
-        gold,
-        cfg.hard_negative_ranks,
-        cfg.hard_negatives,
-        torch.Generator().manual_seed(seed),
-    )
-    query_row = {qid: i for i, qid in enumerate(train_ids)}
-    for n in range(cfg.hard_negatives):
-        columns[f"negative_{n + 1}"] = [
-            embed.document_prefix + texts[negatives[query_row[qid], n]] for qid, _ in pairs
-        ]
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for qid, _ in pairs:
+        found, others = negatives(qid)[:count], []
+        if not found:
+            own = {corpus[c] for c in relevant[qid]}
+            others = [c for c in corpus if corpus[c] not in own]
+        rows.append(padded(found, count, others, generator))
+    for n in range(count):
+        columns[f"negative_{n + 1}"] = [embed.document_prefix + corpus[r[n]] for r in rows]
+    if scores is not None:
+        columns["label"] = [scores[qid][: count + 1] for qid, _ in pairs]
     return columns

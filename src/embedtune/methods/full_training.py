@@ -6,24 +6,32 @@ by the same MRR@10 that `eval` reports."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.losses import build_loss
-from embedtune.methods.base import TrainingLog
+from embedtune.methods.base import TrainingInputs, TrainingLog
 from embedtune.methods.full_data import training_columns
-from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
+from embedtune.methods.heldout import (
+    HELDOUT_NAME,
+    gain_over_untrained,
+    heldout_per_query,
+    trained_wins,
+)
 from embedtune.models import encoder_dtype
 
 EVAL_KEY = f"heldout_{HELDOUT_NAME}"  # the trainer logs it as eval_heldout_mrr@10
 
 
 def heldout_evaluator(dataset: dict, held_ids: Sequence[str], embed: EmbedConfig):
-    """A sentence-transformers evaluator: held-out questions against the training corpus."""
+    """A sentence-transformers evaluator: held-out questions against the training corpus.
+    `per_query(model)` gives each question's MRR@10, the evaluator call their mean."""
     from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
     corpus_ids = list(dataset["corpus"])
@@ -35,11 +43,14 @@ def heldout_evaluator(dataset: dict, held_ids: Sequence[str], embed: EmbedConfig
             super().__init__()
             self.primary_metric = EVAL_KEY
 
-        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+        def per_query(self, model) -> np.ndarray:
             q = embed_texts(model, queries, embed.query_prefix, embed.batch_size)
             c = embed_texts(model, corpus, embed.document_prefix, embed.batch_size)
-            relevant = dataset["relevant_docs"]
-            return {EVAL_KEY: heldout_score(q, c, held_ids, corpus_ids, relevant)}
+            return heldout_per_query(q, c, held_ids, corpus_ids, dataset["relevant_docs"])
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict[str, float]:
+            values = self.per_query(model)
+            return {EVAL_KEY: float(values.mean()) if len(values) else 0.0}
 
     return HeldoutEvaluator()
 
@@ -120,61 +131,102 @@ def callbacks(log: TrainingLog, patience: int, held: bool) -> list:
     return found
 
 
-def train_full(model, dataset: dict, cfg, embed: EmbedConfig, seed: int, log: TrainingLog):
+@dataclass
+class Selection:
+    """The untrained model's held-out values and the best trained epoch (the trainer's pick)."""
+
+    untrained: np.ndarray | None = None
+    best_epoch: int = 0
+    best: float = field(default=float("-inf"))
+
+    def saw(self, epoch: int, value: float) -> None:
+        if epoch > 0 and value > self.best:
+            self.best_epoch, self.best = epoch, value
+
+
+def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
     """Fine-tune every weight of `model` (a loaded `SentenceTransformer`) on the training texts.
 
     Args:
         model: the base model, on the device to train on; it is trained in place.
-        dataset: the training split's `EmbeddingQAFinetuneDataset` dict (texts).
+        inputs: the training split (texts), its question roles and mined negatives, `embed`
+            (`query_prefix` and `document_prefix` prepended to every text, `batch_size`).
         cfg: the `full` method's config.
-        embed: `query_prefix` and `document_prefix` (prepended to every text), `batch_size`.
-        seed: seeds the held-out slice, hard negatives, batches, dropout.
-        log: receives the loss per step, and the held-out MRR@10 of the base model (epoch 0,
-            for reference: it is not a candidate) and after every epoch.
+        seed: seeds negatives padding, batches, dropout and the selection's bootstrap.
+        log: receives the loss per step, the held-out MRR@10 of the base model (epoch 0) and
+            after every epoch, and the selection.
 
     Returns:
-        The model with the best held-out epoch's weights (the last epoch's when nothing is held
-        out); its `prompts` are the embed prefixes, so `encode_query`/`encode_document` add them.
-        Trainer checkpoints go to a temporary folder that is removed.
+        The model with the best held-out epoch's weights when they beat the base model beyond
+        the held-out slice's noise (else None: keep the base model); the last epoch's when
+        nothing is held out. Its `prompts` are the embed prefixes. Trainer checkpoints go to a
+        temporary folder that is removed.
     """
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
-    from transformers import PrinterCallback
-
-    relevant = dataset["relevant_docs"]
-    train_ids, held_ids = heldout_split(dataset, cfg.holdout_fraction, seed)
-    if sum(len(relevant[q]) for q in train_ids) < 2:
+    dataset, embed = inputs.dataset, inputs.embed
+    train_ids, held_ids = inputs.question_split(cfg, seed)
+    if sum(len(dataset["relevant_docs"][q]) for q in train_ids) < 2:
         raise EmbedtuneError(
             "training split has fewer than 2 labelled queries outside the held-out slice "
-            "(more documents in data.train, or a smaller train.holdout_fraction)"
+            "(more documents in data.train, a smaller train.holdout_fraction, "
+            "or check metrics/mine.json)"
         )
     # The texts carry the prefixes; a prompt the base model ships would be added twice.
     model.prompts, model.default_prompt_name = {}, None
     if cfg.max_seq_length is not None:
         model.max_seq_length = cfg.max_seq_length
-    held_chunks = {c for q in held_ids for c in relevant[q]}
-    columns = training_columns(model, dataset, train_ids, held_chunks, cfg, embed, seed)
+    scores = inputs.mined.scores if cfg.loss.needs_scores and inputs.mined else None
+    if cfg.loss.needs_scores and not (scores and cfg.hard_negatives):
+        raise EmbedtuneError(
+            f"train.loss={cfg.loss.name} learns from scored hard negatives: set "
+            "mine.cross_encoder and train.hard_negatives > 0"
+        )
+    columns = training_columns(
+        dataset, train_ids, inputs.negatives, cfg.hard_negatives, embed, seed, scores
+    )
     evaluator = heldout_evaluator(dataset, held_ids, embed) if held_ids else None
+    selection = Selection()
     if evaluator is not None:
-        log.epoch(0, 0, {HELDOUT_NAME: evaluator(model)[EVAL_KEY]})
+        selection.untrained = evaluator.per_query(model)
+        log.epoch(0, 0, {HELDOUT_NAME: float(selection.untrained.mean())})
+    model = fit(model, columns, cfg, embed, seed, log, evaluator, selection.saw)
+    if evaluator is not None:
+        gain = gain_over_untrained(
+            selection.untrained, evaluator.per_query(model), cfg.selection_confidence, seed
+        )
+        kept = selection.best_epoch if trained_wins(gain, cfg.selection_confidence) else 0
+        log.selected(selection.best_epoch, kept, gain)
+        if not kept:
+            return None
+    model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
+    model.default_prompt_name = None
+    return model.eval()
+
+
+def fit(model, columns, cfg, embed, seed, log, evaluator, saw: Callable[[int, float], None]):
+    """Run the sentence-transformers trainer; the best held-out epoch's weights come back."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import PrinterCallback
 
     class _Trainer(SentenceTransformerTrainer):
         def add_model_card_callback(self, default_args_dict) -> None:
             pass  # no model card is written, so no widget examples to compute
 
+    held = evaluator is not None
+
+    def on_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
+        saw(epoch, metrics[HELDOUT_NAME])
+        log.epoch(epoch, step, metrics)
+
     with tempfile.TemporaryDirectory(prefix="embedtune-checkpoints-") as checkpoints:
-        device = model.device.type
         trainer = _Trainer(
             model=model,
-            args=training_arguments(cfg, embed, seed, checkpoints, device, bool(held_ids)),
+            args=training_arguments(cfg, embed, seed, checkpoints, model.device.type, held),
             train_dataset=Dataset.from_dict(columns),
             loss=make_loss(model, cfg),
             evaluator=evaluator,
-            callbacks=callbacks(log, cfg.patience, bool(held_ids)),
+            callbacks=callbacks(TrainingLog(log.step, on_epoch), cfg.patience, held),
         )
         trainer.remove_callback(PrinterCallback)  # our callbacks report; no dicts on stdout
         trainer.train()
-        model = trainer.model
-    model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
-    model.default_prompt_name = None
-    return model.eval()
+        return trainer.model

@@ -1,33 +1,55 @@
 """The held-out slice of the training split that picks the epoch (never the validation split).
 
-The questions of `train.holdout_fraction` of the training chunks are held out; their MRR@10
-against the whole training corpus, ranked and scored exactly as `eval` does, picks the epoch.
+The questions of `train.holdout_fraction` of the training chunks (at least
+`train.holdout_min_questions` questions) are held out; their MRR@10 against the whole training
+corpus, ranked and scored exactly as `eval` does, picks the epoch. The selection rule: the best
+trained epoch replaces the untrained model only when its gain on the slice is clear of the
+slice's noise (paired bootstrap interval at `train.selection_confidence` above 0).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Literal
 
+import numpy as np
 import torch
 
-from embedtune.retrieval.metrics import metric_at
+from embedtune.retrieval.bootstrap import paired_bootstrap
+from embedtune.retrieval.metrics import METRICS
 from embedtune.retrieval.ranking import binary_qrels, rank
+from embedtune.sampling import by_hash, share
 
 HELDOUT_METRIC, HELDOUT_K = "mrr", 10
 HELDOUT_NAME = f"{HELDOUT_METRIC}@{HELDOUT_K}"
+SELECTION_RESAMPLES = 1000  # paired bootstrap resamples of the selection rule
 
 
-def holdout_chunks(chunk_ids: Iterable[str], fraction: float, seed: int) -> set[str]:
-    """The `fraction` of the chunks (rounded) whose seeded hash of the id is smallest."""
-    ids = sorted(set(chunk_ids))
-    count = math.floor(fraction * len(ids) + 0.5)
-
-    def key(cid: str) -> str:
-        return hashlib.sha256(f"{seed}\0{cid}".encode()).hexdigest()
-
-    return set(sorted(ids, key=key)[:count])
+def holdout_chunks(
+    chunk_ids: Iterable[str],
+    fraction: float,
+    seed: int,
+    questions: Mapping[str, int] | None = None,
+    min_questions: int = 0,
+) -> set[str]:
+    """The `fraction` of the chunks (rounded) whose seeded hash of the id is smallest, and more
+    in the same order until their `questions` (chunk -> count) reach `min_questions`, as long as
+    at least half of the questions stay for training. Nothing when `fraction` is 0."""
+    ids = set(chunk_ids)
+    if fraction == 0:
+        return set()
+    ordered = by_hash(ids, seed)
+    count = share(len(ids), fraction)
+    if questions is not None and min_questions:
+        total, held = sum(questions.get(c, 0) for c in ids), 0
+        for i, cid in enumerate(ordered):
+            n = questions.get(cid, 0)
+            if i >= count and (held >= min_questions or 2 * (held + n) > total):
+                break
+            held += n
+            count = max(count, i + 1)
+    return set(ordered[:count])
 
 
 def split_queries(
@@ -42,12 +64,53 @@ def split_queries(
     return train, held
 
 
-def heldout_split(dataset: dict, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(training, held-out) query ids of a split, in the order of `dataset["queries"]`."""
+def holdout_questions(
+    query_ids: Sequence[str], fraction: float, seed: int, min_questions: int = 0
+) -> set[str]:
+    """`fraction` of the questions (at least `min_questions`, at most half), by seeded hash."""
+    if fraction == 0:
+        return set()
+    count = max(share(len(query_ids), fraction), min(min_questions, len(query_ids) // 2))
+    return set(by_hash(query_ids, seed, "question")[:count])
+
+
+def heldout_split(
+    dataset: dict,
+    fraction: float,
+    seed: int,
+    min_questions: int = 0,
+    query_ids: Sequence[str] | None = None,
+    unit: Literal["chunk", "question"] = "chunk",
+) -> tuple[list[str], list[str]]:
+    """(training, held-out) labelled ids of `query_ids` (default: every query of the split), in
+    order.
+
+    By chunk (the default) the slice is whole chunks: `fraction` of those with questions, grown
+    until it holds `min_questions` questions (see `holdout_chunks`), so it scores unseen chunks.
+    By question it is `fraction` of the questions, whose chunks may have training questions too
+    (for methods that only change the chunks they were tuned on).
+    """
     relevant = dataset["relevant_docs"]
-    with_questions = {c for qid in dataset["queries"] for c in relevant.get(qid, [])}
-    heldout = holdout_chunks(with_questions, fraction, seed)
-    return split_queries(dataset["queries"], relevant, heldout)
+    query_ids = list(dataset["queries"]) if query_ids is None else list(query_ids)
+    if unit == "question":
+        labelled = [q for q in query_ids if relevant.get(q)]
+        held = holdout_questions(labelled, fraction, seed, min_questions)
+        return [q for q in labelled if q not in held], [q for q in labelled if q in held]
+    per_chunk = Counter(c for qid in query_ids for c in relevant.get(qid, []))
+    heldout = holdout_chunks(per_chunk, fraction, seed, per_chunk, min_questions)
+    return split_queries(query_ids, relevant, heldout)
+
+
+def heldout_per_query(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    query_ids: Sequence[str],
+    corpus_ids: Sequence[str],
+    relevant: dict[str, list[str]],
+) -> np.ndarray:
+    """MRR@10 of each held-out question against the training corpus."""
+    ranked = rank(queries, corpus, query_ids, corpus_ids, binary_qrels(query_ids, relevant))
+    return METRICS.get(HELDOUT_METRIC)(ranked, HELDOUT_K)
 
 
 def heldout_score(
@@ -57,6 +120,27 @@ def heldout_score(
     corpus_ids: Sequence[str],
     relevant: dict[str, list[str]],
 ) -> float:
-    """MRR@10 of the held-out questions' embeddings against the training corpus."""
-    ranked = rank(queries, corpus, query_ids, corpus_ids, binary_qrels(query_ids, relevant))
-    return metric_at(ranked, HELDOUT_METRIC, HELDOUT_K)
+    """MRR@10 of the held-out questions' embeddings against the training corpus (their mean)."""
+    values = heldout_per_query(queries, corpus, query_ids, corpus_ids, relevant)
+    return float(values.mean()) if len(values) else 0.0
+
+
+def gain_over_untrained(
+    untrained: np.ndarray, trained: np.ndarray, confidence: float | None, seed: int
+) -> dict:
+    """Held-out MRR@10 of the trained minus the untrained model: {diff, low, high}, the paired
+    bootstrap interval at `confidence` (bounds None when `confidence` is 0 or None)."""
+    resamples = SELECTION_RESAMPLES if confidence else 0
+    delta = paired_bootstrap(
+        {HELDOUT_NAME: untrained}, {HELDOUT_NAME: trained}, resamples, confidence or 0.5, seed
+    )
+    return delta[HELDOUT_NAME]
+
+
+def trained_wins(gain: dict, confidence: float | None) -> bool:
+    """The selection rule: training is kept only when its held-out gain is clear of the slice's
+    noise (interval above 0), or, with `confidence` 0, when its mean gain is above 0; with
+    `confidence` None it is always kept (the untrained model is no candidate)."""
+    if confidence is None:
+        return True
+    return (gain["low"] if gain["low"] is not None else gain["diff"]) > 0

@@ -1,0 +1,40 @@
+"""What stage `mine` writes, as `train` and `eval` read it: data/mined/train.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedtune import io
+from embedtune.errors import EmbedtuneError
+
+MINED_FILE = io.MINED_DIR / "train.json"
+
+
+@dataclass
+class Mined:
+    """The roles of the training questions and the hard negatives of those that train."""
+
+    seen_corpus: list[str]  # question ids kept aside for the seen-corpus evaluation
+    dropped: dict[str, int]  # question id -> base rank of its chunk, beyond roundtrip_top_k
+    negatives: dict[str, list[str]]  # training question id -> negative chunk ids, hardest first
+    scores: dict[str, list[float]] = field(default_factory=dict)  # id -> [positive, negatives...]
+
+    def training(self, query_ids: list[str]) -> list[str]:
+        """The ids of `query_ids` that train: not set aside, not dropped."""
+        return [q for q in query_ids if q in self.negatives]
+
+    def as_dict(self) -> dict:
+        return {
+            "seen_corpus": self.seen_corpus,
+            "dropped": self.dropped,
+            "negatives": self.negatives,
+            "scores": self.scores,
+        }
+
+
+def load_mined(path: Path = MINED_FILE) -> Mined:
+    if not path.is_file():
+        raise EmbedtuneError(f"{path} not found: run `dvc repro mine` first")
+    return Mined(**json.loads(path.read_text()))
