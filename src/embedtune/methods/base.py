@@ -3,18 +3,18 @@
 To add a method: one module in this package with
 
     class MyConfig(TrainConfig):            # the method's own keys
-        method: Literal["mine"]
+        method: Literal["my_method"]
         rank: int
 
-    @METHODS.register("mine")
+    @METHODS.register("my_method")
     class MyMethod(Method):
         Config = MyConfig
         def train(self, inputs, cfg, seed, log) -> TunedModel: ...
         def load(self, folder, embed) -> TunedModel: ...
 
-plus `conf/train/mine.yaml` with `method: mine` and every key. `train` and `eval` find it by
-name; the tuned model's `save` writes `config.json` with `"method": "mine"` so `eval` can load
-it. `tests/methods/test_registry.py` registers a toy method this way.
+plus `conf/train/my_method.yaml` with `method: my_method` and every key. `train` and `eval`
+find it by name; the tuned model's `save` writes `config.json` with `"method": "my_method"` so
+`eval` can load it. `tests/methods/test_registry.py` registers a toy method this way.
 """
 
 from __future__ import annotations
