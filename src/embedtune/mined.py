@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from embedtune import io
@@ -26,12 +26,7 @@ class Mined:
         return [q for q in query_ids if q in self.negatives]
 
     def as_dict(self) -> dict:
-        return {
-            "seen_corpus": self.seen_corpus,
-            "dropped": self.dropped,
-            "negatives": self.negatives,
-            "scores": self.scores,
-        }
+        return asdict(self)
 
 
 def load_mined(path: Path = MINED_FILE) -> Mined:
