@@ -143,7 +143,7 @@ def stage_dir(tmp_path) -> Path:
     (tmp_path / "data/raw/train/loops.pdf").write_bytes(pdf_bytes("for", "while"))
     (tmp_path / "data/raw/train/skipped.txt").write_text("not in chunk.extensions")
     (tmp_path / "data/raw/validation/lambda.pdf").write_bytes(pdf_bytes("lambda"))
-    chunk_section = {"chunk_size": 96, "chunk_overlap": 8, "extensions": [".pdf"]}
+    chunk_section = {**cfg("chunk").model_dump(), "chunk_size": 96, "chunk_overlap": 8}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"chunk": chunk_section}))
     return tmp_path
 
@@ -158,9 +158,18 @@ def test_stage_writes_chunks_of_both_splits(stage_dir, monkeypatch, capsys):
         assert written == expected
         assert re.fullmatch(rf"{split}\s+\d+ pages ->\s+{len(expected)} chunks", line)
     assert sorted(p.name for p in (stage_dir / "data/chunks").iterdir()) == [
+        "skipped.json",
         "train.jsonl",
         "validation.jsonl",
     ]
+    assert json.loads((stage_dir / "data/chunks/skipped.json").read_text()) == []
+    metrics = json.loads((stage_dir / "metrics/chunk.json").read_text())
+    assert metrics == {
+        "train": {"pages": metrics["train"]["pages"], "chunks": metrics["train"]["chunks"]},
+        "validation": {"pages": 1, "chunks": len(chunk_folder(stage_dir / "data/raw/validation"))},
+        "skipped": 0,
+        "reasons": {},
+    }
 
 
 def test_stage_error_is_one_line(stage_dir, monkeypatch, capsys):

@@ -486,12 +486,12 @@ def test_error_names_the_file(tmp_path):
 
 def test_parse_section_on_its_own():
     """What a stage uses for a section it does not read from params.yaml (a saved config)."""
-    chunk = parse_section(
-        "chunk", {"chunk_size": 9, "chunk_overlap": 1, "extensions": []}, ChunkConfig
-    )
-    assert chunk == ChunkConfig(chunk_size=9, chunk_overlap=1, extensions=[])
+    bounds = {"max_file_mb": 1, "max_pages": 2, "max_text_mb": 0.5, "max_html_depth": 4}
+    values = {"chunk_size": 9, "chunk_overlap": 1, "on_bad_document": "skip", **bounds}
+    chunk = parse_section("chunk", {**values, "extensions": []}, ChunkConfig)
+    assert chunk == ChunkConfig(**values, extensions=[])
     with pytest.raises(EmbedtuneError, match=r"^saved\.json: missing key chunk\.extensions \("):
-        parse_section("chunk", {"chunk_size": 9, "chunk_overlap": 1}, ChunkConfig, "saved.json")
+        parse_section("chunk", values, ChunkConfig, "saved.json")
     assert parse_section("seed", 3, int) == 3
     with pytest.raises(EmbedtuneError, match=r"^params\.yaml: seed must be a valid integer"):
         parse_section("seed", 3.5, int)

@@ -52,7 +52,8 @@ def test_closure_follows_lazy_imports_and_registry_discovery():
     assert "retrieval/beir.py" not in train  # so editing the BEIR reader reruns eval only
     download = _relative(import_closure("embedtune.download", SRC))
     assert download == {
-        "__init__.py", "config.py", "download.py", "errors.py", "io.py", "pdf.py", "sources.py"
+        "__init__.py", "bad_documents.py", "config.py", "download.py", "errors.py", "io.py",
+        "pdf.py", "readers.py", "sources.py",
     }  # fmt: skip
 
 

@@ -25,8 +25,10 @@ from embedtune.sources import (
     fetch,
     local_documents,
     pydoc_pdf,
+    scan_local,
     split_local,
 )
+from tests.bad_files import BAD_FILES, HTML_ERROR_PAGE, write_bad_files
 from tests.conftest import ROOT, cfg
 
 PAYLOAD = b"%PDF-1.4 not really a pdf, but bytes are bytes\n" * 100
@@ -133,6 +135,59 @@ def test_wrong_sha_pin_keeps_an_earlier_file(server, tmp_path):
         fetch(Source(name="doc.pdf", url=f"{server}/doc.pdf", sha256="1" * 64), dest, 10)
     assert dest.read_bytes() == b"fetched earlier"
     assert files_in(tmp_path) == ["doc.pdf"]
+
+
+# --- what came back is checked (after the pin) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served_bad(served):
+    """login.html (served as text/html), an HTML page, random bytes and nothing, as .pdf."""
+    (served / "login.html").write_bytes(HTML_ERROR_PAGE)
+    (served / "page.pdf").write_bytes(HTML_ERROR_PAGE)
+    (served / "noise.pdf").write_bytes(BAD_FILES["random.pdf"][0])
+    (served / "nothing.pdf").write_bytes(b"")
+    (served / "notes.txt").write_text("Plain text is not checked for %PDF-.")
+    return served
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("login.html", "the server sent an HTML page (Content-Type text/html), not the PDF"),
+        ("page.pdf", "not a PDF but an HTML page"),
+        ("noise.pdf", "not a PDF (it starts with"),
+        ("nothing.pdf", "came back empty (0 bytes)"),
+    ],
+)
+def test_a_pdf_source_that_is_not_a_pdf_is_refused(server, served_bad, tmp_path, path, reason):
+    url = f"{server}/{path}"
+    dest = tmp_path / "paper.pdf"
+    dest.write_bytes(b"fetched earlier")
+    with pytest.raises(EmbedtuneError) as e:
+        fetch(Source(name="paper.pdf", url=url), dest, timeout_s=10)
+    message = str(e.value)
+    assert message.startswith(f"{url}: {reason}") and "\n" not in message
+    assert dest.read_bytes() == b"fetched earlier"
+    assert files_in(tmp_path) == ["paper.pdf"]
+
+
+def test_the_pin_is_checked_before_the_content(server, served_bad, tmp_path):
+    source = Source(name="paper.pdf", url=f"{server}/login.html", sha256="2" * 64)
+    with pytest.raises(EmbedtuneError, match="sha256 is .* but data.*sha256 pins 2222"):
+        fetch(source, tmp_path / "paper.pdf", timeout_s=10)
+
+
+def test_other_types_are_only_checked_for_emptiness(server, served_bad, tmp_path):
+    assert fetch(Source(name="notes.txt", url=f"{server}/notes.txt"), tmp_path / "n.txt", 10)
+    assert fetch(Source(name="login.html", url=f"{server}/login.html"), tmp_path / "l.html", 10)
+    with pytest.raises(EmbedtuneError, match="nothing.pdf: came back empty"):
+        fetch(Source(name="nothing.txt", url=f"{server}/nothing.pdf"), tmp_path / "x.txt", 10)
+
+
+def test_a_local_pdf_path_is_checked_too(served_bad, tmp_path):
+    with pytest.raises(EmbedtuneError, match="page.pdf: not a PDF but an HTML page"):
+        fetch(Source(name="page.pdf", url=str(served_bad / "page.pdf")), tmp_path / "p.pdf", 10)
 
 
 def test_http_404_names_the_url(server, tmp_path):
@@ -441,3 +496,64 @@ def test_download_all_from_missing_local_dir_keeps_raw(tmp_path):
     with pytest.raises(EmbedtuneError, match="gone is not a folder"):
         download_all(data, raw)
     assert files_in(raw) == ["train"]
+
+
+# --- data.local_dir: files that cannot be read never validate ----------------------------------
+
+
+def test_an_unreadable_file_never_validates_and_trains_instead(tmp_path):
+    docs = tmp_path / "docs"
+    names = [f"report-{i}.txt" for i in range(10)]
+    for name in names:
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        (docs / name).write_text(f"The text of {name}.")
+    plain = split_local(names, 0.2)
+    for name in plain["validation"]:  # the two the names alone would validate become bad
+        (docs / name).write_bytes(b"")
+    manifest = download_all(
+        data_config(train=[], validation=[], local_dir=str(docs)), tmp_path / "raw"
+    )
+    validation = [r["name"] for r in manifest["validation"]]
+    assert len(validation) == 2 and not set(validation) & set(plain["validation"])
+    assert set(plain["validation"]) <= {r["name"] for r in manifest["train"]}
+
+
+def test_too_few_readable_files_say_which_and_why(tmp_path):
+    docs = tmp_path / "docs"
+    write_bad_files(docs, ["empty.pdf", "locked.pdf"])
+    (docs / "good.txt").write_text("The only readable document.")
+    raw = tmp_path / "raw"
+    with pytest.raises(EmbedtuneError) as e:
+        download_all(data_config(train=[], validation=[], local_dir=str(docs)), raw)
+    message = str(e.value)
+    assert message.startswith("data.local_dir needs at least 2 readable documents")
+    assert "found 1 of 3" in message and "\n" not in message
+    assert f"{docs}/empty.pdf: empty (0 bytes)" in message
+    assert f"{docs}/locked.pdf: encrypted PDF" in message
+    assert not raw.exists()
+
+
+def test_symlinks_to_outside_the_folder_are_not_followed(tmp_path, capsys):
+    docs, outside = tmp_path / "docs", tmp_path / "outside"
+    for folder in (docs / "sub", outside):
+        folder.mkdir(parents=True)
+    (outside / "secret.txt").write_text("never copied")
+    (docs / "a.txt").write_text("A readable document.")
+    (docs / "sub" / "b.txt").write_text("Another readable document.")
+    (docs / "leak.txt").symlink_to(outside / "secret.txt")
+    (docs / "alias.txt").symlink_to(docs / "a.txt")  # inside: followed
+    (docs / "linked").symlink_to(outside, target_is_directory=True)  # folders: never
+    names, ignored = scan_local(docs)
+    assert names == ["a.txt", "alias.txt", "sub/b.txt"]
+    assert ignored == [f"{docs}/leak.txt: a symlink to outside {docs}, not followed"]
+    download_all(data_config(train=[], validation=[], local_dir=str(docs)), tmp_path / "raw")
+    assert "never copied" not in "".join(p.read_text() for p in (tmp_path / "raw").rglob("*.txt"))
+    assert f"ignored    {docs}/leak.txt" in capsys.readouterr().out
+
+
+def test_files_of_other_types_are_listed_as_ignored(documents):
+    names, ignored = scan_local(documents)
+    assert names == ALL_DOCS
+    assert ignored == [
+        f"{documents}/image.png: unsupported type, not one of {', '.join(LOCAL_EXTENSIONS)}"
+    ]

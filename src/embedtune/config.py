@@ -81,6 +81,11 @@ class ChunkConfig(Section):
     chunk_size: int = Field(gt=0)
     chunk_overlap: int = Field(ge=0)
     extensions: list[str]
+    on_bad_document: Literal["fail", "skip"]
+    max_file_mb: float = Field(gt=0)
+    max_pages: int = Field(gt=0)
+    max_text_mb: float = Field(gt=0)
+    max_html_depth: int = Field(gt=0)
 
     @model_validator(mode="after")
     def _overlap(self) -> ChunkConfig:
