@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality dagshub
+.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality gpu-check dagshub
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,3 +57,6 @@ bench-train: setup  ## adapter training vs LlamaIndex EmbeddingAdapterFinetuneEn
 
 bench-quality: setup  ## the committed pipeline on Vaswani abstracts, scored on its real queries (about 30 min)
 	$(RUN) python bench/bench_quality.py
+
+gpu-check: setup  ## prepare .device-inputs for bench/gpu_check.py on a GPU machine (bench/README.md)
+	$(RUN) python bench/gpu_check.py prepare .device-inputs

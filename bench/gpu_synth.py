@@ -120,7 +120,8 @@ def timed(generate, prompts: list[str]) -> tuple[float, int]:
     return seconds, sum(a.new_tokens for a in answers)
 
 
-def run(inputs: Path, args: argparse.Namespace) -> None:
+def run(inputs: Path, args: argparse.Namespace) -> dict:
+    """Time both paths, print them, and return the figures."""
     import torch
 
     prompts = json.loads((inputs / PROMPTS).read_text())
@@ -168,9 +169,29 @@ def run(inputs: Path, args: argparse.Namespace) -> None:
         f"embedtune batched:             {len(prompts):4d} chunks {our_s:7.1f} s "
         f"{our_tokens:7d} tokens {our_rate:8.1f} tokens/s"
     )
-    if torch.cuda.is_available():
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    if peak is not None:
+        print(f"peak GPU memory {peak:.1f} GiB")
     print(f"speedup={our_rate / ref_rate:.2f}")
+    return {
+        "device": name,
+        "quantization": cfg.quantization,
+        "load_s": round(loaded, 1),
+        "reference": {"chunks": len(reference), "s": ref_s, "tokens": ref_tokens},
+        "batched": {"chunks": len(prompts), "s": our_s, "tokens": our_tokens},
+        "tokens_per_s": {"reference": ref_rate, "batched": our_rate},
+        "speedup": our_rate / ref_rate,
+        "peak_gib": peak,
+    }
+
+
+def add_run_options(go: argparse.ArgumentParser) -> None:
+    go.add_argument("--batch-size", type=int, default=48)
+    go.add_argument("--reference-chunks", type=int, default=16, help="timed one at a time")
+    go.add_argument("--max-new-tokens", type=int, default=128)
+    go.add_argument("--quantization", default="4bit", choices=["4bit", "8bit", "none"])
+    go.add_argument("--compile", action="store_true", help="llm.compile=true (torch.compile)")
+    go.add_argument("--tiny", action="store_true", help="a 2-layer model on the CPU (smoke test)")
 
 
 def main() -> None:
@@ -181,12 +202,7 @@ def main() -> None:
     prep.add_argument("--chunks", type=int, default=96, help="the cpu preset has 103")
     go = sub.add_parser("run", help="time both paths (on the GPU machine)")
     go.add_argument("folder", type=Path)
-    go.add_argument("--batch-size", type=int, default=48)
-    go.add_argument("--reference-chunks", type=int, default=16, help="timed one at a time")
-    go.add_argument("--max-new-tokens", type=int, default=128)
-    go.add_argument("--quantization", default="4bit", choices=["4bit", "8bit", "none"])
-    go.add_argument("--compile", action="store_true", help="llm.compile=true (torch.compile)")
-    go.add_argument("--tiny", action="store_true", help="a 2-layer model on the CPU (smoke test)")
+    add_run_options(go)
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.folder, args.chunks)

@@ -8,13 +8,15 @@ negatives; the seen-corpus questions are never seen here. The questions of
 `train.holdout_fraction` of the training chunks are held out; after every epoch their MRR@10
 against the whole training corpus scores the epoch, and the best one is kept only if it beats
 the untrained model beyond the slice's noise (`train.selection_confidence`); `train.patience`
-stops early. The validation split is never read here. Writes models/tuned/ (config.json names
-the method) and metrics/train/ (loss per step, held-out MRR@10 per epoch, the selection).
+stops early. The validation split is never read here. `full` also trains across processes:
+`torchrun --nproc_per_node N -m embedtune.train` (see `embedtune.distributed`). Writes
+models/tuned/ (config.json names the method) and metrics/train/ (loss per step, held-out
+MRR@10 per epoch, the selection).
 """
 
 from __future__ import annotations
 
-from embedtune import io
+from embedtune import distributed, io
 from embedtune.config import EmbedConfig, load_params
 from embedtune.errors import run_stage
 from embedtune.methods.base import (
@@ -35,12 +37,16 @@ def main() -> None:
 
     params = load_params(PARAMS)
     cfg = params.train
+    distributed.setup(cfg.method)
     inputs = TrainingInputs(
         io.load_qa("train"),
         params.embed,
         io.EMBEDDINGS_DIR / "train.safetensors",
         mined=load_mined(),
     )
+    if not distributed.is_main_process():  # trains its share; the first process writes
+        get_method(cfg.method).train(inputs, cfg, params.seed, TrainingLog())
+        return
     with Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_step(step: int, loss: float) -> None:

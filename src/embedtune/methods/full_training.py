@@ -5,13 +5,16 @@ by the same MRR@10 that `eval` reports."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from embedtune import distributed
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
@@ -108,6 +111,7 @@ def training_arguments(cfg, embed: EmbedConfig, seed: int, folder: str, device: 
         report_to="none",
         disable_tqdm=True,
         use_cpu=device == "cpu",
+        save_on_each_node=True,  # across machines, each loads the best epoch from its own disk
         **mixed_precision(embed, device),
     )
 
@@ -218,10 +222,11 @@ def fit(model, columns, cfg, embed, seed, log, evaluator, saw: Callable[[int, fl
         saw(epoch, metrics[HELDOUT_NAME])
         log.epoch(epoch, step, metrics)
 
-    with tempfile.TemporaryDirectory(prefix="embedtune-checkpoints-") as checkpoints:
+    with tempfile.TemporaryDirectory(prefix="embedtune-checkpoints-") as temporary:
+        checkpoints = distributed.checkpoint_folder(Path(temporary))
         trainer = _Trainer(
             model=model,
-            args=training_arguments(cfg, embed, seed, checkpoints, model.device.type, held),
+            args=training_arguments(cfg, embed, seed, str(checkpoints), model.device.type, held),
             train_dataset=Dataset.from_dict(columns),
             loss=make_loss(model, cfg),
             evaluator=evaluator,
@@ -229,4 +234,7 @@ def fit(model, columns, cfg, embed, seed, log, evaluator, saw: Callable[[int, fl
         )
         trainer.remove_callback(PrinterCallback)  # our callbacks report; no dicts on stdout
         trainer.train()
+        trainer.accelerator.wait_for_everyone()  # every process has loaded the best epoch
+        if trainer.is_local_process_zero():
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return trainer.model
