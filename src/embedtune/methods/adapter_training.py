@@ -23,10 +23,9 @@ from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TrainingLog
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
-    gain_over_untrained,
     heldout_per_query,
     heldout_split,
-    trained_wins,
+    select,
 )
 
 
@@ -228,7 +227,5 @@ def train_adapter(
 
 def _keep_selected(adapter: nn.Module, untrained: tuple, best: tuple, cfg, seed, log) -> None:
     """Load the best epoch's weights if they beat the untrained ones beyond noise, else those."""
-    gain = gain_over_untrained(untrained[1], best[1], cfg.selection_confidence, seed)
-    kept = best if trained_wins(gain, cfg.selection_confidence) else untrained
-    adapter.load_state_dict(kept[2])
-    log.selected(best[0], kept[0], gain)
+    kept = select(untrained[1], best[0], best[1], cfg, seed, log)
+    adapter.load_state_dict((best if kept else untrained)[2])

@@ -23,9 +23,8 @@ from embedtune.methods.base import TrainingInputs, TrainingLog
 from embedtune.methods.full_data import training_columns
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
-    gain_over_untrained,
     heldout_per_query,
-    trained_wins,
+    select,
 )
 from embedtune.models import encoder_dtype
 
@@ -194,12 +193,8 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
         log.epoch(0, 0, {HELDOUT_NAME: float(selection.untrained.mean())})
     model = fit(model, columns, cfg, embed, seed, log, evaluator, selection.saw)
     if evaluator is not None:
-        gain = gain_over_untrained(
-            selection.untrained, evaluator.per_query(model), cfg.selection_confidence, seed
-        )
-        kept = selection.best_epoch if trained_wins(gain, cfg.selection_confidence) else 0
-        log.selected(selection.best_epoch, kept, gain)
-        if not kept:
+        best = evaluator.per_query(model)  # the trainer loaded the best epoch back
+        if not select(selection.untrained, selection.best_epoch, best, cfg, seed, log):
             return None
     model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
     model.default_prompt_name = None

@@ -144,3 +144,13 @@ def trained_wins(gain: dict, confidence: float | None) -> bool:
     if confidence is None:
         return True
     return (gain["low"] if gain["low"] is not None else gain["diff"]) > 0
+
+
+def select(untrained: np.ndarray, best_epoch: int, best: np.ndarray, cfg, seed: int, log) -> int:
+    """The selection rule's verdict on the best trained epoch's held-out values against the
+    untrained model's: the epoch kept (`best_epoch`, or 0 for the untrained model), reported to
+    `log.selected` with the gain. `cfg` carries `selection_confidence`."""
+    gain = gain_over_untrained(untrained, best, cfg.selection_confidence, seed)
+    kept = best_epoch if trained_wins(gain, cfg.selection_confidence) else 0
+    log.selected(best_epoch, kept, gain)
+    return kept

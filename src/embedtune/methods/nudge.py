@@ -54,9 +54,8 @@ from embedtune.methods.base import (
 )
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
-    gain_over_untrained,
     heldout_per_query,
-    trained_wins,
+    select,
 )
 
 WEIGHTS, KEYS = "model.safetensors", "keys"
@@ -200,10 +199,7 @@ def choose_gamma(
             break
     if best is None:
         return 0.0
-    gain = gain_over_untrained(untrained, best[2], cfg.selection_confidence, seed)
-    won = trained_wins(gain, cfg.selection_confidence)
-    log.selected(best[0], best[0] if won else 0, gain)
-    return best[1] if won else 0.0
+    return best[1] if select(untrained, best[0], best[2], cfg, seed, log) else 0.0
 
 
 @METHODS.register("nudge")
