@@ -154,7 +154,7 @@ def _stages_to_rerun(repo: Path) -> set[str]:
 TOUCHES = [
     ("src/embedtune/questions.py", {"synth", "mine"}),
     ("src/embedtune/llm/openai_chat.py", {"synth"}),
-    ("src/embedtune/readers.py", {"chunk"}),
+    ("src/embedtune/readers.py", {"download", "chunk"}),  # download reads data=local files
     ("src/embedtune/methods/adapters.py", {"train", "eval"}),
     ("src/embedtune/losses/mnrl.py", {"train", "eval"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
