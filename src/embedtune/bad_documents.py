@@ -33,20 +33,20 @@ class BadDocument(EmbedtuneError):
         return {"file": self.name, "kind": self.kind, "reason": self.reason}
 
 
-def not_a_pdf(name: str, head: bytes) -> BadDocument:
+def not_a_pdf(name: str, head: bytes, fix: str = "") -> BadDocument:
     """The error for bytes that should be a PDF and are not; an HTML page is named as such."""
     if head.lstrip().lower().startswith(_HTML_STARTS):
         return BadDocument(
             name,
             "html_page",
             "not a PDF but an HTML page (probably an error or login page saved as .pdf)",
-            "download the real PDF, or remove the file",
+            fix or "download the real PDF, or remove the file",
         )
     return BadDocument(
         name,
         "not_pdf",
         f"not a PDF (it starts with {head[:16]!r}, not %PDF-)",
-        "replace it with the real PDF, or remove the file",
+        fix or "replace it with the real PDF, or remove the file",
     )
 
 

@@ -20,7 +20,7 @@ from embedtune import io
 from embedtune.bad_documents import BadDocument
 from embedtune.config import ChunkConfig, load_params
 from embedtune.errors import EmbedtuneError, run_stage
-from embedtune.readers import Limits, read_all
+from embedtune.readers import Limits, no_documents, read_all
 
 PARAMS = {"chunk": ChunkConfig}
 
@@ -68,10 +68,7 @@ def read_splits(cfg: ChunkConfig) -> tuple[dict[str, list], list[BadDocument]]:
         )
     for split, read in documents.items():
         if not bad[split] and not read:
-            raise EmbedtuneError(
-                f"{io.RAW_DIR / split}: no documents with extension {', '.join(cfg.extensions)} "
-                "(check data.* and chunk.extensions in conf/)"
-            )
+            raise no_documents(io.RAW_DIR / split, cfg.extensions)
         if not read:
             left_out = "; ".join(f"{b.name}: {b.reason}" for b in bad[split])
             raise EmbedtuneError(

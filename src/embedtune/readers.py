@@ -264,8 +264,12 @@ def read_documents(folder: Path, extensions: list[str], limits: Limits = Limits(
     if bad:
         raise bad[0]
     if not documents:
-        raise EmbedtuneError(
-            f"{folder}: no documents with extension {', '.join(extensions)} "
-            "(check data.* and chunk.extensions in conf/)"
-        )
+        raise no_documents(folder, extensions)
     return documents
+
+
+def no_documents(folder: Path, extensions: list[str]) -> EmbedtuneError:
+    return EmbedtuneError(
+        f"{folder}: no documents with extension {', '.join(extensions)} "
+        "(check data.* and chunk.extensions in conf/)"
+    )

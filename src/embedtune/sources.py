@@ -110,8 +110,7 @@ def _check_fetched(source: Source, size: int, head: bytes, content_type: str | N
             "check the URL: it may need a login, or point at a landing page instead of the PDF",
         )
     if PDF_MAGIC not in head:
-        problem = not_a_pdf(source.url, head)
-        raise BadDocument(source.url, problem.kind, problem.reason, "check the URL")
+        raise not_a_pdf(source.url, head, fix="check the URL")
 
 
 def scan_local(folder: Path) -> tuple[list[str], list[str]]:
