@@ -101,7 +101,10 @@ def test_experiment_cpu_overrides_several_groups():
     assert all(s.pydoc_topics for s in cpu.data.train + cpu.data.validation)
     assert (cpu.chunk.chunk_size, cpu.chunk.chunk_overlap) == (256, 32)
     assert cpu.train.method == "full" and cpu.train.lr == 2e-5
-    assert (cpu.synth, cpu.eval, cpu.seed) == (default.synth, default.eval, default.seed)
+    assert (cpu.train.epochs, cpu.train.patience) == (10, 2)  # train=full_cpu
+    assert composed("experiment=cpu", "train/loss=gist").train.loss.name == "gist"
+    assert cpu.synth == default.synth.model_copy(update={"num_questions": 3})
+    assert (cpu.eval, cpu.seed) == (default.eval, default.seed)
     # -S train=<method> still picks another method under the preset
     assert composed("experiment=cpu", "train=full").train.method == "full"
 
