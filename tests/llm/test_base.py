@@ -63,7 +63,7 @@ def test_an_unknown_backend_is_one_line_naming_llm_backend(raw):
 
 
 def test_every_conf_llm_file_validates_against_its_backend():
-    assert [p.stem for p in LLM_CONF] == ["openai_server", "smollm2", "zephyr_4bit"]
+    assert [p.stem for p in LLM_CONF] == ["openai_server", "qwen_coder", "smollm2", "zephyr_4bit"]
     for path in LLM_CONF:
         raw = yaml.safe_load(path.read_text())
         parsed = parse_section("llm", raw, backend_config, path)
