@@ -56,12 +56,23 @@ def write_params(folder, **eval_updates) -> None:
     params = {
         "seed": 0,
         "embed": cfg("embed").model_dump(),
+        "retrieve": cfg("retrieve").model_dump(),
         "eval": cfg("eval", **{"metrics": METRICS, "bootstrap": 50, **eval_updates}).model_dump(),
     }
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 SPLITS = {"train": TRAIN, "validation": DATASET}
+SHIPPED = "tuned+bm25:rrf60"  # what the `retrieve` stage chose, in these tests
+CANDIDATES = [
+    "base", "tuned", "bm25",
+    *(f"{dense}+bm25:{f}" for dense in ("base", "tuned")
+      for f in ("rrf60", "convex30", "convex50", "convex70")),
+]  # fmt: skip
+
+
+def ship(name: str) -> None:
+    io.write_json(io.RETRIEVER_DIR / "retriever.json", {"retriever": name})
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +91,7 @@ def workdir(tmp_path, monkeypatch, base_embeddings):
     write_beir(tmp_path / "beir" / "tiny")
     mined = Mined(["q-del", "q-yield"], {}, {"q-with": []})  # two questions set aside by `mine`
     io.write_json(MINED_FILE, mined.as_dict())
+    ship(SHIPPED)
     return tmp_path
 
 
@@ -92,9 +104,11 @@ def test_stage_writes_every_output(workdir, capsys):
     eval_stage.main()
 
     metrics = read_json(workdir / "metrics/eval.json")
-    assert set(metrics) == {"base", "tuned"}
+    added = {"retrievers", "delta_retrievers", "shipped", "delta_shipped"}
+    assert set(metrics) == {"base", "tuned", *added}
     keys = ["hit_rate@1", "hit_rate@3", "mrr@10", "ndcg@10", "queries"]
     assert sorted(metrics["base"]) == sorted(metrics["tuned"]) == keys
+    assert_every_retriever(metrics)
     assert metrics["base"]["queries"] == 4
     assert metrics["base"]["hit_rate@3"] == 0.75  # q-none has no gold chunk
     assert metrics["tuned"] != metrics["base"]
@@ -108,6 +122,11 @@ def test_stage_writes_every_output(workdir, capsys):
     train = read_json(workdir / "metrics/eval_train.json")
     assert list(train) == ["train"]
     assert train["train"]["base"]["queries"] == 3
+    assert_every_retriever(train["train"])
+    # BM25 stems "remove"/"removes" and matches "generator"; "closed after use" shares no word
+    # with any chunk, so all three tie at 0 and its chunk ranks last (ties count against)
+    bm25 = train["train"]["retrievers"]["bm25"]
+    assert (bm25["hit_rate@1"], bm25["mrr@10"]) == (0.6667, 0.7778)
 
     # The questions `mine` set aside, over the whole training corpus, with their interval.
     seen = read_json(workdir / "metrics/eval_seen.json")
@@ -115,6 +134,7 @@ def test_stage_writes_every_output(workdir, capsys):
     assert seen["base"]["hit_rate@3"] == 1.0  # three chunks: every gold chunk is in the top 3
     for name, d in seen["delta"].items():
         assert d["diff"] == pytest.approx(seen["tuned"][name] - seen["base"][name], abs=2e-4)
+    assert_every_retriever(seen)
 
     benchmarks = read_json(workdir / "metrics/benchmarks.json")
     assert list(benchmarks) == ["tiny"]
@@ -127,6 +147,7 @@ def test_stage_writes_every_output(workdir, capsys):
         tiny = benchmarks["tiny"]
         assert d["diff"] == pytest.approx(tiny["tuned"][name] - tiny["base"][name], abs=2e-4)
         assert d["low"] <= d["diff"] <= d["high"]
+    assert_every_retriever(benchmarks["tiny"])
 
     with (workdir / "metrics/eval_queries.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -145,6 +166,24 @@ def test_stage_writes_every_output(workdir, capsys):
     assert "hit_rate@1" in out and "tuned - base" in out and "interval" in out
     assert "train split (3 queries): hit_rate@3 base 1.0000" in out
     assert re.search(r"benchmark tiny \(2 queries\): ndcg@10 base \S+ tuned \S+ diff \S+ \[", out)
+    for where in ("validation split", "seen corpus", "train split", "benchmark tiny"):
+        assert f"{where}: every retriever" in out
+    assert f"shipped: {SHIPPED}" in out
+
+
+def assert_every_retriever(figures: dict) -> None:
+    """Every candidate's summary, its interval against base, and the shipped one's."""
+    retrievers = figures["retrievers"]
+    assert list(retrievers) == sorted(CANDIDATES)  # sorted JSON
+    assert retrievers["base"] == figures["base"] and retrievers["tuned"] == figures["tuned"]
+    assert set(figures["delta_retrievers"]) == set(CANDIDATES) - {"base"}
+    for name, delta in figures["delta_retrievers"].items():
+        for metric, d in delta.items():
+            diff = retrievers[name][metric] - retrievers["base"][metric]
+            assert d["diff"] == pytest.approx(diff, abs=2e-4)
+            assert d["low"] <= d["diff"] <= d["high"]
+    assert figures["shipped"] == {"retriever": SHIPPED, **retrievers[SHIPPED]}
+    assert figures["delta_shipped"] == figures["delta_retrievers"][SHIPPED]
 
 
 def test_identity_adapter_and_no_bootstrap(workdir):
@@ -219,10 +258,21 @@ def test_missing_benchmark_fails_before_writing(workdir, capsys):
     ],
 )
 def test_bad_eval_params(workdir, capsys, update, message):
-    params = {"seed": 0, "embed": cfg("embed").model_dump(), "eval": cfg("eval").model_dump()}
+    write_params(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["eval"] = cfg("eval").model_dump()
     params["eval"].update(update)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     fails_with(capsys, f"params.yaml: {message}")
+
+
+def test_a_shipped_retriever_params_do_not_list_is_refused(workdir, capsys):
+    write_params(workdir)
+    ship("base+bm25:rrf10")
+    fails_with(capsys, "ships 'base+bm25:rrf10', which params.yaml's retrieve section does not")
+    shutil.rmtree(io.RETRIEVER_DIR)
+    fails_with(capsys, "models/retriever/retriever.json not found: run `dvc repro retrieve`")
+    assert not (workdir / "metrics").exists()
 
 
 def test_stage_logs_to_mlflow_when_switched_on(workdir, monkeypatch):

@@ -27,6 +27,7 @@ from embedtune.methods.two_layer import TwoLayerAdapter
 from embedtune.retrieval.beir import Benchmark, load_benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import METRICS
+from embedtune.retrieval.retrievers import RetrievalInputs
 from tests.conftest import cfg
 from tests.retrieval.test_beir import write_beir
 
@@ -176,7 +177,9 @@ def test_compare_graded_qrels():
     base = (torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     tuned = (torch.tensor([[0.0, 1.0]]), base[1])
     qrels = {"q0": {"c0": 1.0, "c1": 3.0}}
-    result = compare(["q0"], ["c0", "c1"], qrels, {"base": base, "tuned": tuned}, {"ndcg": [10]})
+    result = compare(
+        ["q0"], ["c0", "c1"], qrels, RetrievalInputs({"base": base, "tuned": tuned}), {"ndcg": [10]}
+    )
     assert result.ranked["base"].ranks[0].tolist() == [1, 2]
     assert result.ranked["tuned"].ranks[0].tolist() == [2, 1]
     assert result.metrics["tuned"]["ndcg@10"] == 1.0

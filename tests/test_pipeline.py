@@ -32,7 +32,9 @@ def repo(tmp_path_factory) -> Path:
 
 def test_pipeline_writes_base_and_tuned_metrics(repo):
     metrics = json.loads((repo / "metrics/eval.json").read_text())
-    assert set(metrics) == {"base", "tuned"}
+    added = {"retrievers", "delta_retrievers", "shipped", "delta_shipped"}
+    assert set(metrics) == {"base", "tuned", *added}
+    assert {"bm25", "tuned+bm25:rrf60"} <= set(metrics["retrievers"])
     for model in ("base", "tuned"):
         assert metrics[model]["queries"] > 0
         assert 0.0 <= metrics[model]["hit_rate@5"] <= 1.0
@@ -40,6 +42,12 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
     shown = run_cli(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "hit_rate@5" in shown
     assert (repo / "models/tuned/model.safetensors").is_file()
+    # the retriever retrieve chose on held-out training questions is the one eval ships
+    shipped = json.loads((repo / "models/retriever/retriever.json").read_text())
+    verdict = json.loads((repo / "metrics/retrieve.json").read_text())
+    assert shipped["retriever"] == verdict["shipped"] == metrics["shipped"]["retriever"]
+    # SHRUNK holds no questions out (train.holdout_fraction=0): the tuned model, as train keeps it
+    assert (verdict["heldout_questions"], verdict["shipped"]) == (0, "tuned")
 
 
 def test_second_repro_runs_no_stage(repo):
@@ -64,11 +72,12 @@ def test_synth_rerun_is_byte_identical(repo):
     assert "up to date" in run_cli(["dvc", "status"], repo).stdout
 
 
-def test_lr_change_reruns_only_train_and_eval(repo):
+def test_lr_change_reruns_only_train_and_what_follows(repo):
     out = run_cli(["dvc", "exp", "run", *SHRUNK, "-S", "train.lr=0.05"], repo).stdout
     for stage in UPSTREAM:
         assert f"Running stage '{stage}'" not in out
     assert "Running stage 'train'" in out
+    assert "Running stage 'retrieve'" in out
     assert "Running stage 'eval'" in out
 
     diff = json.loads(run_cli(["dvc", "metrics", "diff", "--json"], repo).stdout)
@@ -78,6 +87,16 @@ def test_lr_change_reruns_only_train_and_eval(repo):
     params = json.loads(run_cli(["dvc", "params", "diff", "--json"], repo).stdout)
     lr = params["params.yaml"]["train.lr"]
     assert (lr["old"], lr["new"]) == (0.001, 0.05)
+
+
+def test_fusion_change_reruns_only_retrieve_and_eval(repo):
+    overrides = ["-S", "retrieve.fusion.convex=[{dense_weight: 0.6}]", "-S", "retrieve.bm25.k1=1.2"]
+    out = run_cli(["dvc", "exp", "run", *SHRUNK, *overrides], repo).stdout
+    for stage in (*UPSTREAM, "train"):
+        assert f"Running stage '{stage}'" not in out
+    assert "Running stage 'retrieve'" in out and "Running stage 'eval'" in out
+    retrievers = json.loads((repo / "metrics/eval.json").read_text())["retrievers"]
+    assert "base+bm25:convex60" in retrievers and "base+bm25:convex50" not in retrievers
 
 
 def test_round_trip_filter_reruns_mine_and_never_touches_validation_questions(repo):
@@ -155,11 +174,12 @@ TOUCHES = [
     ("src/embedtune/questions.py", {"synth", "mine"}),
     ("src/embedtune/llm/openai_chat.py", {"synth"}),
     ("src/embedtune/readers.py", {"download", "chunk"}),  # download reads data=local files
-    ("src/embedtune/methods/adapters.py", {"train", "eval"}),
-    ("src/embedtune/losses/mnrl.py", {"train", "eval"}),
+    ("src/embedtune/methods/adapters.py", {"train", "retrieve", "eval"}),
+    ("src/embedtune/losses/mnrl.py", {"train", "retrieve", "eval"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
-    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "eval"}),
-    ("src/embedtune/config.py", {"download", "chunk", "synth", "embed", "mine", "train", "eval"}),
+    ("src/embedtune/retrieval/fusion/rrf.py", {"retrieve", "eval"}),
+    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "retrieve", "eval"}),
+    ("src/embedtune/config.py", set(UPSTREAM) | {"train", "retrieve", "eval"}),
 ]
 
 

@@ -47,6 +47,7 @@ def all_schemas() -> dict:
         "embed": config.EmbedConfig,
         "mine": config.MineConfig,
         "train": method_config,
+        "retrieve": config.RetrieveConfig,
         "eval": config.EvalConfig,
     }
 

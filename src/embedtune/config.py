@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from embedtune.errors import EmbedtuneError
 
 PARAMS_FILE = Path("params.yaml")
-SECTIONS = ("seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "eval")
+SECTIONS = (
+    "seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "retrieve", "eval",
+)  # fmt: skip
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -188,6 +190,24 @@ class MineConfig(Section):
                 f"mine.negatives ({self.negatives}) must fit in mine.negative_ranks {ranks}"
             )
         return self
+
+
+class BM25Config(Section):
+    language: str = Field(min_length=1)  # PyStemmer's stemmer and bm25s' stop words, e.g. english
+    stemming: bool  # reduce words to their stem (runs, running -> run)
+    stopwords: bool  # drop the language's stop words
+    k1: float = Field(ge=0)  # term-frequency saturation
+    b: float = Field(ge=0, le=1)  # document-length normalisation
+    method: Literal["robertson", "lucene", "atire", "bm25l", "bm25+"]  # bm25s' BM25 variant
+
+
+class RetrieveConfig(Section):
+    bm25: BM25Config
+    dense: list[Literal["base", "tuned"]]  # dense models fused with BM25
+    # fusion kind (a module of embedtune.retrieval.fusion) -> the settings of each candidate
+    fusion: dict[str, list[dict[str, Any]]]
+    # ship this candidate whatever the held-out questions say (null: the selection rule picks)
+    ship: str | None
 
 
 class EvalConfig(Section):

@@ -1,7 +1,8 @@
-"""Base vs tuned retrieval on one split or benchmark: per-query metrics of both models.
+"""Base vs tuned retrieval on one split or benchmark: per-query metrics of both models and,
+given `retrieve` settings, of BM25 and every fusion candidate too.
 
-Used by the `eval` stage and by `bench/bench_eval.py`; ranking and metrics come from
-`embedtune.retrieval`, so every figure is computed one way.
+Used by the `eval` and `retrieve` stages and by `bench/bench_eval.py`; ranking and metrics come
+from `embedtune.retrieval`, so every figure is computed one way.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from embedtune.config import EmbedConfig
+from embedtune.config import EmbedConfig, RetrieveConfig
 from embedtune.embeddings import SplitEmbeddings, embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TunedModel
 from embedtune.retrieval.beir import Benchmark
+from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import metric_at, query_metrics, summarize
-from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank
+from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank_scored
+from embedtune.retrieval.retrievers import (
+    Candidate,
+    RetrievalInputs,
+    candidates,
+    dense_candidates,
+)
 
 MODELS = ("base", "tuned")
 QUERY_COLUMNS = ["split", "query_id", "query", "gold_ids", "base_rank", "tuned_rank"]
@@ -27,37 +35,61 @@ MetricSpec = Mapping[str, Sequence[int]]  # metric name -> cut-offs
 
 @dataclass(frozen=True)
 class SplitResult:
-    """Per-query metric values and best gold ranks of both models on one split."""
+    """Per-query metric values and best gold ranks of every retriever on one split."""
 
     query_ids: list[str]
-    per_query: dict[str, dict[str, np.ndarray]]  # model -> metric -> (queries,) values
-    ranked: dict[str, Ranked]  # model -> where each query's relevant chunks landed
+    per_query: dict[str, dict[str, np.ndarray]]  # retriever -> metric -> (queries,) values
+    ranked: dict[str, Ranked]  # retriever -> where each query's relevant chunks landed
 
     @property
     def best(self) -> dict[str, np.ndarray]:
         """Model -> (queries,) best gold rank, 0 for a query without a relevant chunk."""
-        return {model: ranked.best for model, ranked in self.ranked.items()}
+        return {model: self.ranked[model].best for model in MODELS}
 
     @property
     def metrics(self) -> dict[str, dict]:
+        """The two dense models' summaries (today's keys of eval.json)."""
         return {model: summarize(self.per_query[model]) for model in MODELS}
+
+    def figures(self, shipped: str | None, resamples: int, confidence: float, seed: int) -> dict:
+        """What eval writes for one split: base and tuned; with more candidates, also
+        "retrievers" {name: summary}, "delta_retrievers" {name: interval vs base}, "shipped"
+        {"retriever": name, **summary} and "delta_shipped" (shipped - base)."""
+        out: dict = dict(self.metrics)
+        if set(self.per_query) == set(MODELS):
+            return out
+        base = self.per_query["base"]
+
+        def delta(name: str) -> dict:
+            return paired_bootstrap(base, self.per_query[name], resamples, confidence, seed)
+
+        out["retrievers"] = {name: summarize(values) for name, values in self.per_query.items()}
+        out["delta_retrievers"] = {name: delta(name) for name in self.per_query if name != "base"}
+        if shipped is not None:
+            out["shipped"] = {"retriever": shipped, **out["retrievers"][shipped]}
+            out["delta_shipped"] = delta(shipped)
+        return out
 
 
 def compare(
     query_ids: list[str],
     corpus_ids: list[str],
     qrels: Qrels,
-    embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    inputs: RetrievalInputs,
     spec: MetricSpec,
+    retrievers: list[Candidate] | None = None,
 ) -> SplitResult:
-    """Rank and score the (queries, corpus) embeddings of each model against the qrels."""
-    per_query, ranked = {}, {}
-    for model in MODELS:
-        for side, x in zip(("query", "chunk"), embeddings[model], strict=True):
+    """Rank and score the corpus with each retriever (default: the two dense models) against
+    the qrels."""
+    for model, pair in inputs.dense.items():
+        for side, x in zip(("query", "chunk"), pair, strict=True):
             if not torch.isfinite(x).all():  # NaN scores would compare as never ranked higher
                 raise EmbedtuneError(f"the {model} model gave non-finite {side} embeddings")
-        ranked[model] = rank(*embeddings[model], query_ids, corpus_ids, qrels)
-        per_query[model] = query_metrics(ranked[model], spec)
+    per_query, ranked = {}, {}
+    for candidate in retrievers or dense_candidates():
+        scorer = inputs.scorer(candidate)
+        ranked[candidate.name] = rank_scored(scorer, query_ids, corpus_ids, qrels)
+        per_query[candidate.name] = query_metrics(ranked[candidate.name], spec)
     return SplitResult(list(query_ids), per_query, ranked)
 
 
@@ -81,8 +113,10 @@ def evaluate(
     tuned: TunedModel,
     spec: MetricSpec,
     query_ids: Sequence[str] | None = None,
+    retrieve: RetrieveConfig | None = None,
 ) -> SplitResult:
-    """Base vs tuned on one split of our own QA data (binary relevance).
+    """Base vs tuned (and, with `retrieve`, every candidate retriever) on one split of our own
+    QA data (binary relevance).
 
     Args:
         emb: base-model embeddings of the split's queries and chunks (`embed` stage).
@@ -90,6 +124,7 @@ def evaluate(
         tuned: the tuned model; it gets texts and base embeddings, returns its embeddings.
         spec: metric name -> cut-offs.
         query_ids: score only these queries (still against the whole corpus of the split).
+        retrieve: BM25 and fusion settings; None scores the two dense models only.
     """
     if query_ids is not None:
         row = {qid: i for i, qid in enumerate(emb.query_ids)}
@@ -101,20 +136,28 @@ def evaluate(
     corpus = [dataset["corpus"][cid] for cid in emb.corpus_ids]
     qrels = binary_qrels(emb.query_ids, dataset["relevant_docs"])
     embeddings = _with_tuned(tuned, queries, corpus, emb.queries, emb.corpus)
-    return compare(emb.query_ids, emb.corpus_ids, qrels, embeddings, spec)
+    inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
+    return compare(emb.query_ids, emb.corpus_ids, qrels, inputs, spec, candidates(retrieve))
 
 
 def evaluate_benchmark(
-    bench: Benchmark, encoder, tuned: TunedModel, embed: EmbedConfig, spec: MetricSpec
+    bench: Benchmark,
+    encoder,
+    tuned: TunedModel,
+    embed: EmbedConfig,
+    spec: MetricSpec,
+    retrieve: RetrieveConfig | None = None,
 ) -> SplitResult:
-    """Base vs tuned on a BEIR test set: the base model embeds it here, with the embed prefixes."""
+    """Every retriever on a BEIR test set: the base model embeds it here, with the embed
+    prefixes."""
     query_ids, corpus_ids = list(bench.queries), list(bench.corpus)
     queries = [bench.queries[i] for i in query_ids]
     corpus = [bench.corpus[i] for i in corpus_ids]
     base_q = embed_texts(encoder, queries, embed.query_prefix, embed.batch_size)
     base_c = embed_texts(encoder, corpus, embed.document_prefix, embed.batch_size)
     embeddings = _with_tuned(tuned, queries, corpus, base_q, base_c)
-    return compare(query_ids, corpus_ids, bench.qrels, embeddings, spec)
+    inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
+    return compare(query_ids, corpus_ids, bench.qrels, inputs, spec, candidates(retrieve))
 
 
 def query_rows(split: str, result: SplitResult, dataset: dict) -> list[dict]:

@@ -19,6 +19,7 @@ QA_DIR = Path("data/qa")
 EMBEDDINGS_DIR = Path("data/embeddings")
 MINED_DIR = Path("data/mined")
 TUNED_DIR = Path("models/tuned")
+RETRIEVER_DIR = Path("models/retriever")
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
@@ -42,6 +43,25 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_folder(path: Path | str) -> Iterator[Path]:
+    """Yield a fresh folder beside `path`; it takes `path`'s place only if the block succeeds."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        yield tmp
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path | str, data: Any) -> None:

@@ -60,6 +60,43 @@ def print_table(
     Console().print(table)
 
 
+def print_retrievers(figures: dict, where: str) -> None:
+    """One row per candidate retriever, then the shipped one: the usual metrics and, for the
+    largest nDCG cut-off, the difference from the dense base with its interval. Nothing when
+    `figures` has no "retrievers" (an eval.json from before them)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    retrievers = figures.get("retrievers")
+    if not retrievers:
+        return
+    base = retrievers["base"]
+    names = [n for n in ("hit_rate@1", "hit_rate@10", "mrr@10", "ndcg@10") if n in base]
+    names = names or [n for n in base if n != "queries"]  # none of the usual: what there is
+    key = _largest_k(base, "ndcg") or names[-1]
+    table = Table(title=f"{where}: every retriever ({base.get('queries', '?')} queries)")
+    table.add_column("retriever", no_wrap=True)
+    for column in (*names, f"{key} - base [interval]"):
+        table.add_column(column, justify="right")
+    deltas = figures.get("delta_retrievers", {})
+    rows = [(name, name, deltas.get(name, {}).get(key)) for name in retrievers]
+    if "shipped" in figures:
+        shipped = figures["shipped"]["retriever"]
+        rows.append((f"shipped: {shipped}", shipped, figures.get("delta_shipped", {}).get(key)))
+    for label, name, delta in rows:
+        cells = [label, *(f"{retrievers[name][n]:.4f}" for n in names)]
+        cells.append("" if delta is None else _difference(delta))
+        table.add_row(*cells)
+    table.caption = "interval: paired bootstrap over the queries, against the dense base"
+    Console().print(table)
+
+
+def _difference(delta: dict) -> str:
+    if delta["low"] is None:
+        return f"{delta['diff']:+.4f}"
+    return f"{delta['diff']:+.4f} [{delta['low']:+.3f}, {delta['high']:+.3f}]"
+
+
 def _largest_k(summary: dict, metric: str) -> str | None:
     names = [n for n in summary if n.startswith(f"{metric}@")]
     return max(names, key=lambda n: int(n.split("@")[1]), default=None)
@@ -99,7 +136,9 @@ def main() -> None:
         raise EmbedtuneError(f"{path} not found: run `make demo` or `dvc exp run` first")
     delta_path = path.with_name("eval_delta.json")
     delta = json.loads(delta_path.read_text()) if delta_path.is_file() else None
-    print_table(json.loads(path.read_text()), delta)
+    figures = json.loads(path.read_text())
+    print_table(figures, delta)
+    print_retrievers(figures, "validation split")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from embedtune.evaluation import evaluate
 from embedtune.methods.adapters import AdapterModel
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
+    choose_retriever,
     gain_over_untrained,
     heldout_score,
     heldout_split,
@@ -264,3 +265,30 @@ def test_the_selection_rule():
     assert mean_only["low"] is None and trained_wins(mean_only, 0.0)
     worse = gain_over_untrained(untrained, untrained - 0.1, None, seed=0)
     assert trained_wins(worse, None) and not trained_wins(worse, 0.0)
+
+
+# --- choosing the retriever to ship ---------------------------------------------------------
+
+
+def test_choose_retriever_ships_a_clear_winner():
+    base = np.array([0.0, 0.5, 1.0, 0.0] * 10)
+    values = {"base": base, "tuned": base, "bm25": np.ones(40), "base+bm25:rrf60": np.ones(40)}
+    verdict = choose_retriever(values, 0.9, seed=0)
+    assert verdict["best"] == "bm25"  # equal to the fusion's mean: the first listed wins the tie
+    assert verdict["shipped"] == "bm25"
+    gain = verdict["gain_mrr@10"]
+    assert gain["diff"] == 0.625 and gain["low"] > 0
+    assert verdict["mrr@10"] == {"base": 0.375, "tuned": 0.375, "bm25": 1.0, "base+bm25:rrf60": 1.0}
+
+
+def test_choose_retriever_keeps_the_dense_base_within_noise():
+    base = np.array([0.0, 1.0] * 10)
+    better = base.copy()
+    better[0] = 1.0  # one question of twenty gains
+    verdict = choose_retriever({"base": base, "tuned": base, "bm25": better}, 0.9, seed=0)
+    assert verdict["best"] == "bm25" and verdict["shipped"] == "base"
+    assert verdict["gain_mrr@10"]["low"] <= 0
+    # selection_confidence None: the best is shipped whatever its interval (as train keeps it)
+    assert choose_retriever({"base": base, "bm25": better}, None, 0)["shipped"] == "bm25"
+    # a tie with the base goes to the base
+    assert choose_retriever({"base": base, "tuned": base}, 0.0, 0)["shipped"] == "base"

@@ -116,8 +116,9 @@ TOY_TRAIN = {
 }
 
 
-def test_a_method_registered_from_a_test_runs_train_and_eval(toy_method, workdir):
+def test_a_method_registered_from_a_test_runs_train_retrieve_and_eval(toy_method, workdir):
     from embedtune import eval as eval_stage
+    from embedtune import retrieve as retrieve_stage
     from embedtune import train as train_stage
 
     write_params(workdir, TOY_TRAIN)
@@ -129,10 +130,12 @@ def test_a_method_registered_from_a_test_runs_train_and_eval(toy_method, workdir
     summary = json.loads((workdir / "metrics/train/metrics.json").read_text())
     assert summary["heldout"]["best_epoch"] == summary["heldout"]["kept_epoch"] == 1
     assert summary["heldout"]["gain_mrr@10"] == {"diff": 0.5, "low": 0.25, "high": 0.75}
+    retrieve_stage.main()
     eval_stage.main()
     metrics = json.loads((workdir / "metrics/eval.json").read_text())
     assert metrics["tuned"] == metrics["base"]  # a gain leaves cosine rankings as they were
     assert metrics["tuned"]["queries"] == 2
+    assert metrics["shipped"]["retriever"] == "tuned"  # holdout_fraction 0: nothing to choose on
 
 
 def test_the_method_validates_its_own_keys(toy_method, workdir):

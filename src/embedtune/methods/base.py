@@ -20,8 +20,6 @@ find it by name; the tuned model's `save` writes `config.json` with `"method": "
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import torch
 from pydantic import Field, model_validator
 
+from embedtune import io
 from embedtune.config import EmbedConfig, Section
 from embedtune.embeddings import SplitEmbeddings, load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError
@@ -141,6 +140,8 @@ class TrainingInputs:
 
 class Method(ABC):
     Config: ClassVar[type[TrainConfig]]
+    # how its held-out slice is drawn (see `heldout_split`); `retrieve` draws the same one
+    heldout_unit: ClassVar[Literal["chunk", "question"]] = "chunk"
 
     @abstractmethod
     def train(
@@ -163,18 +164,8 @@ def get_method(name: str) -> Method:
 
 def save_tuned(model: TunedModel, folder: Path) -> None:
     """Let the model fill a fresh folder beside `folder`, then put it in `folder`'s place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    old = tmp.with_name(tmp.name + ".old")
-    try:
+    with io.atomic_folder(folder) as tmp:
         model.save(tmp)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def saved_config(folder: Path) -> dict:

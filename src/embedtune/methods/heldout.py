@@ -154,3 +154,25 @@ def select(untrained: np.ndarray, best_epoch: int, best: np.ndarray, cfg, seed: 
     kept = best_epoch if trained_wins(gain, cfg.selection_confidence) else 0
     log.selected(best_epoch, kept, gain)
     return kept
+
+
+def choose_retriever(
+    per_query: Mapping[str, np.ndarray], confidence: float | None, seed: int
+) -> dict:
+    """The selection rule over candidate retrievers: the best held-out MRR@10 (a tie goes to
+    the candidate listed first), shipped only when its gain over the dense base ("base") is
+    clear of the slice's noise, else the dense base.
+
+    Args:
+        per_query: candidate name -> held-out MRR@10 per question, in the order ties prefer.
+        confidence: `train.selection_confidence` (see `trained_wins`).
+
+    Returns:
+        {"best": name, "shipped": name, "gain_mrr@10": {diff, low, high} of best over base,
+        "mrr@10": {name: mean}}.
+    """
+    means = {name: float(values.mean()) for name, values in per_query.items()}
+    best = max(means, key=means.__getitem__)  # the first of equal means
+    gain = gain_over_untrained(per_query["base"], per_query[best], confidence, seed)
+    shipped = best if best != "base" and trained_wins(gain, confidence) else "base"
+    return {"best": best, "shipped": shipped, f"gain_{HELDOUT_NAME}": gain, HELDOUT_NAME: means}

@@ -205,12 +205,13 @@ def choose_gamma(
 @METHODS.register("nudge")
 class NudgeMethod(Method):
     Config = NudgeConfig
+    heldout_unit = "question"  # it changes only the chunks it was tuned on
 
     def train(
         self, inputs: TrainingInputs, cfg: NudgeConfig, seed: int, log: TrainingLog
     ) -> NudgeModel:
         # held out by question: their chunks move with the other questions, as in real use
-        train_ids, held_ids = inputs.question_split(cfg, seed, unit="question")
+        train_ids, held_ids = inputs.question_split(cfg, seed, self.heldout_unit)
         emb, dataset = inputs.embeddings(), inputs.dataset
         relevant = dataset["relevant_docs"]
         if not any(relevant.get(q) for q in train_ids):

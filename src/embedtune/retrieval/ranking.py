@@ -4,11 +4,15 @@ The one tie rule of the project: ties count against the model. A relevant chunk 
 every other chunk with the same score that is less relevant (or equally relevant and earlier in
 the corpus), so a collapsed model that scores everything equally gets zero, never a perfect
 score. Training-time selection, `eval` and the benchmarks all rank through `rank_relevant`.
+
+Queries are scored a block at a time (`rank_scored`): a scorer gives one block's (queries,
+chunks) scores, whatever retriever makes them (cosine, BM25, a fusion), and only the ranks of
+the relevant chunks leave the block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +23,9 @@ from embedtune.errors import EmbedtuneError
 
 Qrels = dict[str, dict[str, float]]  # query id -> {chunk id: relevance grade > 0}
 _PAIRS_PER_BLOCK = 256  # (query, relevant chunk) pairs compared against the corpus at once
+QUERIES_PER_BLOCK = 1024  # queries scored against the corpus at once (blocks of near-equal size)
+# (start, stop) rows of the queries -> their (stop - start, chunks) scores
+Scorer = Callable[[int, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,36 @@ def rank_relevant(scores: torch.Tensor, relevance: torch.Tensor) -> Ranked:
     return Ranked(ranks_out, grades_out)
 
 
+def query_blocks(count: int, size: int = QUERIES_PER_BLOCK) -> list[tuple[int, int]]:
+    """(start, stop) rows covering `count` queries in blocks of near-equal size, at most
+    `size`; never a tiny remainder block (BLAS may round a one-row product differently)."""
+    blocks = max(1, -(-count // size))
+    bounds = [round(i * count / blocks) for i in range(blocks + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+
+
+def rank_scored(
+    scorer: Scorer, query_ids: Sequence[str], corpus_ids: Sequence[str], qrels: Qrels
+) -> Ranked:
+    """Place every query's relevant chunks in the ranking that `scorer` gives, a block of
+    queries at a time."""
+    ranks, grades = [], []
+    for lo, hi in query_blocks(len(query_ids)):
+        scores = scorer(lo, hi)
+        if not torch.isfinite(scores).all():  # NaN would compare as never ranked higher
+            raise EmbedtuneError("a retriever gave non-finite scores")
+        block = rank_relevant(scores, relevance_matrix(query_ids[lo:hi], corpus_ids, qrels))
+        ranks += block.ranks
+        grades += block.grades
+    return Ranked(ranks, grades)
+
+
+def cosine_scorer(queries: torch.Tensor, corpus: torch.Tensor) -> Scorer:
+    """A scorer of cosine similarities between rows of `queries` and the corpus."""
+    corpus = F.normalize(corpus.float(), dim=-1)
+    return lambda lo, hi: F.normalize(queries[lo:hi].float(), dim=-1) @ corpus.T
+
+
 def rank(
     queries: torch.Tensor,
     corpus: torch.Tensor,
@@ -106,6 +143,4 @@ def rank(
     qrels: Qrels,
 ) -> Ranked:
     """Rank the corpus for every query by cosine similarity and place the relevant chunks."""
-    return rank_relevant(
-        cosine_scores(queries, corpus), relevance_matrix(query_ids, corpus_ids, qrels)
-    )
+    return rank_scored(cosine_scorer(queries, corpus), query_ids, corpus_ids, qrels)
