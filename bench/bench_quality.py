@@ -10,12 +10,16 @@ Runs the committed pipeline the way a user would, in a fresh clone: a fixed subs
 collection's abstracts (the `--docs` whose sha256 of the id is smallest, one text file each) as
 `data=local` documents with `experiment=cpu`, synthetic questions, tuning, and `eval.benchmarks`
 on the collection's 93 real queries over all 11,429 abstracts. The queries and qrels are read by
-`eval` only: nothing is trained or chosen with them. One line per method:
+`eval` only: nothing is trained or chosen with them. Per method:
 
     <method>: ndcg@10 base B tuned T diff D [low, high]   (paired bootstrap, 95%)
 
-followed by the same figure on the seen-corpus questions (new synthetic questions about the
-training abstracts, `metrics/eval_seen.json`) and on the validation abstracts' questions.
+then the same figure on the validation abstracts' questions and on the seen-corpus questions
+(new synthetic questions about the training abstracts, `metrics/eval_seen.json`), the held-out
+verdict of stage `retrieve`, one line per candidate retriever on the real queries (`tuned` there
+is the candidate; `base` is always the dense base model), and last the retriever it ships:
+
+    shipped RETRIEVER: ndcg@10 base B tuned T diff D [low, high]
 """
 
 from __future__ import annotations
@@ -65,11 +69,36 @@ def method_overrides(spec: str) -> tuple[str, list[str]]:
     return label, [arg for override in rest.split(";") for arg in ("-S", override)]
 
 
-def figure(figures: dict) -> str:
-    base, tuned = figures["base"][METRIC], figures["tuned"][METRIC]
-    delta = figures["delta"][METRIC]
+def figure(figures: dict, name: str = "tuned") -> str:
+    """ndcg@10 of the dense base and of retriever `name`, with the interval of the difference."""
+    if name == "tuned":
+        tuned, delta = figures["tuned"][METRIC], figures["delta"][METRIC]
+    elif name == "shipped":
+        tuned, delta = figures["shipped"][METRIC], figures["delta_shipped"][METRIC]
+    else:
+        tuned, delta = (
+            figures["retrievers"][name][METRIC],
+            figures["delta_retrievers"][name][METRIC],
+        )
+    base = figures["base"][METRIC]
     interval = f"[{delta['low']:+.4f}, {delta['high']:+.4f}]" if delta["low"] is not None else ""
     return f"{METRIC} base {base:.4f} tuned {tuned:.4f} diff {delta['diff']:+.4f} {interval}"
+
+
+def retriever_lines(figures: dict, verdict: dict) -> list[str]:
+    """The held-out verdict, one line per candidate on the real queries, the shipped one last."""
+    gain = verdict.get("gain_mrr@10")
+    held = f"  held-out pick ({verdict['heldout_questions']} training questions)"
+    held += f": best {verdict['best']}"
+    if gain:
+        bounds = "" if gain["low"] is None else f" [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+        held += f", mrr@10 {gain['diff']:+.4f}{bounds} over base"
+    lines = [held]
+    lines += [
+        f"  {name}: {figure(figures, name)}" for name in figures["retrievers"] if name != "base"
+    ]
+    lines.append(f"shipped {figures['shipped']['retriever']}: {figure(figures, 'shipped')}")
+    return lines
 
 
 def line(method: str, figures: dict, seconds: float) -> str:
@@ -113,6 +142,8 @@ def main() -> None:
         seen = json.loads((repo / "metrics/eval_seen.json").read_text())
         if seen:
             print(f"  seen-corpus questions: {figure(seen)}", flush=True)
+        verdict = json.loads((repo / "metrics/retrieve.json").read_text())
+        print("\n".join(retriever_lines(results[method], verdict)), flush=True)
         results[method] = {"benchmark": results[method], "validation": validation, "seen": seen}
     synth = json.loads((repo / "metrics/synth.json").read_text())
     print("synth:", json.dumps({s: (v["chunks"], v["questions"]) for s, v in synth.items()}))

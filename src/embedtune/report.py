@@ -61,9 +61,10 @@ def print_table(
 
 
 def print_retrievers(figures: dict, where: str) -> None:
-    """One row per candidate retriever, then the shipped one: the usual metrics and, for the
-    largest nDCG cut-off, the difference from the dense base with its interval. Nothing when
+    """One row per candidate retriever, then the shipped one: MRR@10 and nDCG at its largest
+    cut-off, and that nDCG's difference from the dense base with its interval. Nothing when
     `figures` has no "retrievers" (an eval.json from before them)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -71,13 +72,15 @@ def print_retrievers(figures: dict, where: str) -> None:
     if not retrievers:
         return
     base = retrievers["base"]
-    names = [n for n in ("hit_rate@1", "hit_rate@10", "mrr@10", "ndcg@10") if n in base]
-    names = names or [n for n in base if n != "queries"]  # none of the usual: what there is
-    key = _largest_k(base, "ndcg") or names[-1]
-    table = Table(title=f"{where}: every retriever ({base.get('queries', '?')} queries)")
+    key = _largest_k(base, "ndcg") or next(n for n in base if n != "queries")
+    names = [n for n in ("mrr@10", key) if n in base]
+    table = Table(
+        title=f"{where}: every retriever ({base.get('queries', '?')} queries)", box=box.SIMPLE
+    )
     table.add_column("retriever", no_wrap=True)
-    for column in (*names, f"{key} - base [interval]"):
-        table.add_column(column, justify="right")
+    for column in names:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column(f"{key} - base [interval]", justify="right", no_wrap=True)
     deltas = figures.get("delta_retrievers", {})
     rows = [(name, name, deltas.get(name, {}).get(key)) for name in retrievers]
     if "shipped" in figures:
