@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from embedtune.embeddings import embed_dataset, embed_texts, load_encoder
 from embedtune.errors import EmbedtuneError
@@ -16,10 +17,12 @@ from embedtune.methods.full import FullModel
 from embedtune.methods.full_training import (
     EVAL_KEY,
     heldout_evaluator,
+    interpolate,
     make_loss,
     mixed_precision,
     train_full,
     training_arguments,
+    weights_copy,
 )
 from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.methods.linear import LinearAdapter
@@ -217,3 +220,36 @@ def test_training_arguments(tmp_path, held):
     assert args.greater_is_better and args.save_only_model
     assert args.use_cpu and args.report_to == [] and args.disable_tqdm
     assert not args.bf16 and not args.fp16
+
+
+# --- WiSE-FT: the fine-tune moved back towards the base weights ------------------------------
+
+
+def test_interpolate_is_base_plus_alpha_times_the_change():
+    model = torch.nn.Linear(3, 2)
+    base = weights_copy(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.bias.mul_(3.0)
+    tuned = weights_copy(model)
+    interpolate(model, base, 0.25)
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, base[name] + 0.25 * (tuned[name] - base[name]))
+    assert base["weight"].data_ptr() != model.weight.data_ptr()  # a copy, not a view
+
+
+def test_wise_ft_ships_the_interpolated_weights_and_judges_them():
+    dataset = tiny_dataset()
+    chosen: list[tuple] = []
+    log = TrainingLog(selected=lambda best, kept, gain: chosen.append((best, kept, gain)))
+    base = weights_copy(fresh_encoder())
+    cfg_full = full_cfg(epochs=1, selection_confidence=None)
+    tuned = weights_copy(
+        train_full(fresh_encoder(), TrainingInputs(dataset, EMBED), cfg_full, 0, log)
+    )
+    half = full_cfg(epochs=1, selection_confidence=None, wise_ft=0.5)
+    mixed = train_full(fresh_encoder(), TrainingInputs(dataset, EMBED), half, 0, log)
+    for name, value in mixed.state_dict().items():
+        if name in base and not torch.equal(base[name], tuned[name]):
+            assert torch.allclose(value, (base[name] + tuned[name]) / 2, atol=1e-6), name
+    assert [kept for _, kept, _ in chosen] == [1, 1]  # selection_confidence None: always kept

@@ -31,6 +31,8 @@ class FullConfig(TrainConfig):
     matryoshka_dims: list[int]  # also train these truncated dimensions, e.g. [256, 128, 64]
     hard_negatives: int = Field(ge=0)  # mined negatives per question (stage mine; 0: in-batch)
     max_seq_length: int | None = Field(gt=0)  # truncate texts (null: the model's own limit)
+    # weight of the fine-tuned weights in the model kept: base + wise_ft * (tuned - base)
+    wise_ft: float = Field(gt=0, le=1)
 
     @field_validator("loss", mode="before")
     @classmethod

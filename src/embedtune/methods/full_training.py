@@ -160,10 +160,11 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
             after every epoch, and the selection.
 
     Returns:
-        The model with the best held-out epoch's weights when they beat the base model beyond
-        the held-out slice's noise (else None: keep the base model); the last epoch's when
-        nothing is held out. Its `prompts` are the embed prefixes. Trainer checkpoints go to a
-        temporary folder that is removed.
+        The model with the best held-out epoch's weights (moved back towards the base model's
+        by `train.wise_ft`) when they beat the base model beyond the held-out slice's noise
+        (else None: keep the base model); the last epoch's when nothing is held out. Its
+        `prompts` are the embed prefixes. Trainer checkpoints go to a temporary folder that is
+        removed.
     """
     dataset, embed = inputs.dataset, inputs.embed
     train_ids, held_ids = inputs.question_split(cfg, seed)
@@ -191,14 +192,36 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
     if evaluator is not None:
         selection.untrained = evaluator.per_query(model)
         log.epoch(0, 0, {HELDOUT_NAME: float(selection.untrained.mean())})
+    base_weights = weights_copy(model) if cfg.wise_ft < 1 else None
     model = fit(model, columns, cfg, embed, seed, log, evaluator, selection.saw)
+    if base_weights is not None:
+        interpolate(model, base_weights, cfg.wise_ft)
     if evaluator is not None:
-        best = evaluator.per_query(model)  # the trainer loaded the best epoch back
+        # the best epoch (the trainer loaded it back), as interpolated: the model shipped
+        best = evaluator.per_query(model)
         if not select(selection.untrained, selection.best_epoch, best, cfg, seed, log):
             return None
     model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
     model.default_prompt_name = None
     return model.eval()
+
+
+def weights_copy(model) -> dict[str, torch.Tensor]:
+    """A detached copy of the floating-point weights, on the CPU."""
+    return {
+        name: value.detach().to("cpu", copy=True)
+        for name, value in model.state_dict().items()
+        if value.is_floating_point()
+    }
+
+
+@torch.no_grad()
+def interpolate(model, base: dict[str, torch.Tensor], alpha: float) -> None:
+    """WiSE-FT (arXiv 2109.01903): every weight becomes base + alpha * (tuned - base), in place."""
+    for name, value in model.state_dict().items():
+        if name in base:
+            start = base[name].to(value.device, value.dtype)
+            value.copy_(start + alpha * (value - start))
 
 
 def fit(model, columns, cfg, embed, seed, log, evaluator, saw: Callable[[int, float], None]):
