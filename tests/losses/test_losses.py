@@ -17,7 +17,7 @@ from tests.conftest import cfg
 
 def test_the_registry_finds_every_loss_module():
     assert LOSSES.key == "train.loss.name"
-    assert LOSSES.names() == ["cached_mnrl", "gist", "margin_mse", "mnrl"]
+    assert LOSSES.names() == ["cached_mnrl", "fusion_margin_mse", "gist", "margin_mse", "mnrl"]
     assert LOSSES.get("mnrl") is MNRL and LOSSES.get("cached_mnrl") is CachedMNRL
 
 
@@ -64,7 +64,10 @@ def test_loss_config_validates_with_the_named_loss(raw, schema):
 def test_an_unknown_loss_names_train_loss_name(raw, problem):
     with pytest.raises(EmbedtuneError) as err:
         loss_config(raw)
-    assert str(err.value) == f"{problem} (known: cached_mnrl, gist, margin_mse, mnrl)"
+    assert (
+        str(err.value)
+        == f"{problem} (known: cached_mnrl, fusion_margin_mse, gist, margin_mse, mnrl)"
+    )
 
 
 def test_a_loss_that_is_not_a_mapping_is_named():

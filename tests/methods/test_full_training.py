@@ -27,6 +27,9 @@ from embedtune.methods.full_training import (
 from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.methods.linear import LinearAdapter
 from embedtune.mined import Mined
+from embedtune.retrieval.fusion import make_fusion
+from embedtune.retrieval.lexical import BM25Index
+from embedtune.retrieval.ranking import cosine_scores
 from tests.conftest import cfg
 from tests.methods.helpers import embed_cfg, full_cfg, tiny_dataset
 
@@ -253,3 +256,26 @@ def test_wise_ft_ships_the_interpolated_weights_and_judges_them():
         if name in base and not torch.equal(base[name], tuned[name]):
             assert torch.allclose(value, (base[name] + tuned[name]) / 2, atol=1e-6), name
     assert [kept for _, kept, _ in chosen] == [1, 1]  # selection_confidence None: always kept
+
+
+def test_fusion_margin_mse_distils_the_fused_scores_of_the_mined_negatives(minilm):
+    dataset = tiny_dataset()
+    emb = embed_dataset(minilm, dataset, EMBED)
+    inputs = TrainingInputs(dataset, EMBED, mined=next_chunks(dataset, 2), _embeddings=emb)
+    train_cfg = full_cfg("train/loss=fusion_margin_mse", holdout_fraction=0.0, hard_negatives=2)
+    loss = train_cfg.loss
+    scores = loss.teacher_scores(inputs)
+    assert set(scores) == set(dataset["queries"]) and all(len(s) == 3 for s in scores.values())
+    # the teacher is the retrieve stage's convex fusion of the base cosine and BM25
+    convex = make_fusion("convex", {"dense_weight": loss.dense_weight}, 0)
+    index = BM25Index.build(list(dataset["corpus"].values()), loss.bm25)
+    fused = convex.fuse(
+        cosine_scores(emb.queries, emb.corpus), index.scores(list(dataset["queries"].values()))
+    )
+    q5 = list(dataset["queries"]).index("q5")
+    assert scores["q5"] == pytest.approx([float(fused[q5, c]) for c in (5, 6, 7)], abs=1e-6)
+    steps: list[float] = []
+    model = train_full(
+        fresh_encoder(), inputs, train_cfg, 0, TrainingLog(lambda s, x: steps.append(x))
+    )
+    assert model is not None and len(steps) == 3 and all(x > 0 for x in steps)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from embedtune.errors import EmbedtuneError
-from embedtune.retrieval.fusion import FUSIONS, competition_ranks, make_fusion, min_max
+from embedtune.retrieval.fusion import FUSIONS, make_fusion
+from embedtune.retrieval.scores import competition_ranks, min_max
 
 DENSE = torch.tensor([[0.9, 0.5, 0.5, 0.1]])
 LEXICAL = torch.tensor([[0.0, 7.0, 0.0, 3.0]])

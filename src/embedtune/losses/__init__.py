@@ -30,8 +30,13 @@ LOSSES: Registry[Any] = Registry("train.loss.name", __name__)
 class LossConfig(Section):
     name: str
 
-    # whether the loss learns from cross-encoder scores (a `label` column; mine.cross_encoder)
+    # whether the loss learns from teacher scores (a `label` column; mine.cross_encoder's)
     needs_scores: ClassVar[bool] = False
+
+    def teacher_scores(self, inputs) -> dict[str, list[float]] | None:
+        """[positive, negatives...] teacher scores per training question: the cross-encoder's
+        that `mine` wrote, unless the loss brings its own teacher."""
+        return inputs.mined.scores if inputs.mined is not None else None
 
 
 def build_loss(model, cfg: LossConfig):

@@ -178,11 +178,11 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
     model.prompts, model.default_prompt_name = {}, None
     if cfg.max_seq_length is not None:
         model.max_seq_length = cfg.max_seq_length
-    scores = inputs.mined.scores if cfg.loss.needs_scores and inputs.mined else None
+    scores = cfg.loss.teacher_scores(inputs) if cfg.loss.needs_scores else None
     if cfg.loss.needs_scores and not (scores and cfg.hard_negatives):
         raise EmbedtuneError(
             f"train.loss={cfg.loss.name} learns from scored hard negatives: set "
-            "mine.cross_encoder and train.hard_negatives > 0"
+            "train.hard_negatives > 0 (and mine.cross_encoder for margin_mse)"
         )
     columns = training_columns(
         dataset, train_ids, inputs.negatives, cfg.hard_negatives, embed, seed, scores

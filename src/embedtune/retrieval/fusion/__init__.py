@@ -56,18 +56,3 @@ def make_fusion(kind: str, settings: dict[str, Any], index: int) -> Fusion:
         raise EmbedtuneError(
             describe(err, f"retrieve.fusion.{kind}[{index}]", PARAMS_FILE)
         ) from None
-
-
-def competition_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Per row, 1 + the number of chunks scored strictly higher: tied chunks share a rank, so
-    no chunk gains from its place in the corpus."""
-    descending = scores.sort(dim=1, descending=True).values
-    return torch.searchsorted(-descending, -scores.contiguous(), right=False) + 1
-
-
-def min_max(scores: torch.Tensor) -> torch.Tensor:
-    """Each row scaled to [0, 1] over the corpus (all 0 where a row is constant)."""
-    scores = scores.double()
-    low = scores.min(dim=1, keepdim=True).values
-    span = scores.max(dim=1, keepdim=True).values - low
-    return torch.where(span > 0, (scores - low) / span.clamp_min(1e-300), torch.zeros_like(scores))

@@ -11,7 +11,8 @@ import torch
 from pydantic import Field
 
 from embedtune.config import Section
-from embedtune.retrieval.fusion import FUSIONS, Fusion, min_max
+from embedtune.retrieval.fusion import FUSIONS, Fusion
+from embedtune.retrieval.scores import convex
 
 
 class ConvexConfig(Section):
@@ -26,5 +27,4 @@ class ConvexFusion(Fusion):
         return f"convex{round(self.cfg.dense_weight * 100)}"
 
     def fuse(self, dense: torch.Tensor, lexical: torch.Tensor) -> torch.Tensor:
-        w = self.cfg.dense_weight
-        return w * min_max(dense) + (1.0 - w) * min_max(lexical)
+        return convex(dense, lexical, self.cfg.dense_weight)

@@ -10,7 +10,8 @@ import torch
 from pydantic import Field
 
 from embedtune.config import Section
-from embedtune.retrieval.fusion import FUSIONS, Fusion, competition_ranks
+from embedtune.retrieval.fusion import FUSIONS, Fusion
+from embedtune.retrieval.scores import competition_ranks
 
 
 class RRFConfig(Section):
