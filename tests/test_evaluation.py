@@ -11,13 +11,13 @@ import torch
 from embedtune import io
 from embedtune.embeddings import SplitEmbeddings, embed_dataset, embed_texts
 from embedtune.errors import EmbedtuneError
+from embedtune.eval import evaluate_benchmark
 from embedtune.evaluation import (
     MODELS,
     QUERY_COLUMNS,
     SplitResult,
     compare,
     evaluate,
-    evaluate_benchmark,
     hit_rate_curve,
     query_rows,
 )

@@ -32,23 +32,26 @@ from pathlib import Path
 
 from embedtune import io, tracking
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
-from embedtune.embeddings import load_embeddings, load_encoder
+from embedtune.embeddings import embed_texts, load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError, run_stage
 from embedtune.evaluation import (
     MODELS,
     QUERY_COLUMNS,
+    MetricSpec,
+    SplitResult,
+    compare,
     evaluate,
-    evaluate_benchmark,
     hit_rate_curve,
     query_rows,
+    with_tuned,
 )
-from embedtune.methods.base import load_tuned
+from embedtune.methods.base import TunedModel, load_tuned
 from embedtune.mined import load_mined
 from embedtune.report import print_benchmarks, print_retrievers, print_table, print_train_split
-from embedtune.retrieval.beir import load_benchmark
+from embedtune.retrieval.beir import Benchmark, load_benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import METRICS
-from embedtune.retrieval.retrievers import candidates
+from embedtune.retrieval.retrievers import RetrievalInputs, candidates
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "retrieve": RetrieveConfig, "eval": EvalConfig}
 RETRIEVER_FILE = io.RETRIEVER_DIR / "retriever.json"
@@ -86,6 +89,26 @@ class Figures:
     def delta(self, result) -> dict:
         base, tuned = result.per_query["base"], result.per_query["tuned"]
         return paired_bootstrap(base, tuned, self.cfg.bootstrap, self.cfg.confidence, self.seed)
+
+
+def evaluate_benchmark(
+    bench: Benchmark,
+    encoder,
+    tuned: TunedModel,
+    embed: EmbedConfig,
+    spec: MetricSpec,
+    retrieve: RetrieveConfig | None = None,
+) -> SplitResult:
+    """Every retriever on a BEIR test set: the base model embeds it here, with the embed
+    prefixes."""
+    query_ids, corpus_ids = list(bench.queries), list(bench.corpus)
+    queries = [bench.queries[i] for i in query_ids]
+    corpus = [bench.corpus[i] for i in corpus_ids]
+    base_q = embed_texts(encoder, queries, embed.query_prefix, embed.batch_size)
+    base_c = embed_texts(encoder, corpus, embed.document_prefix, embed.batch_size)
+    embeddings = with_tuned(tuned, queries, corpus, base_q, base_c)
+    inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
+    return compare(query_ids, corpus_ids, bench.qrels, inputs, spec, candidates(retrieve))
 
 
 def benchmark_metrics(figures: Figures, embed: EmbedConfig, tuned) -> dict[str, dict]:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from embedtune.config import EmbedConfig, RetrieveConfig
-from embedtune.embeddings import SplitEmbeddings, embed_texts
+from embedtune.config import RetrieveConfig
+from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TunedModel
-from embedtune.retrieval.beir import Benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import metric_at, query_metrics, summarize
 from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank_scored
@@ -97,7 +96,7 @@ def _as_tensor(x) -> torch.Tensor:
     return torch.as_tensor(x).detach().float().cpu()
 
 
-def _with_tuned(tuned: TunedModel, queries, corpus, base_q, base_c) -> dict:
+def with_tuned(tuned: TunedModel, queries, corpus, base_q, base_c) -> dict:
     return {
         "base": (base_q, base_c),
         "tuned": (
@@ -135,29 +134,9 @@ def evaluate(
     queries = [dataset["queries"][qid] for qid in emb.query_ids]
     corpus = [dataset["corpus"][cid] for cid in emb.corpus_ids]
     qrels = binary_qrels(emb.query_ids, dataset["relevant_docs"])
-    embeddings = _with_tuned(tuned, queries, corpus, emb.queries, emb.corpus)
+    embeddings = with_tuned(tuned, queries, corpus, emb.queries, emb.corpus)
     inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
     return compare(emb.query_ids, emb.corpus_ids, qrels, inputs, spec, candidates(retrieve))
-
-
-def evaluate_benchmark(
-    bench: Benchmark,
-    encoder,
-    tuned: TunedModel,
-    embed: EmbedConfig,
-    spec: MetricSpec,
-    retrieve: RetrieveConfig | None = None,
-) -> SplitResult:
-    """Every retriever on a BEIR test set: the base model embeds it here, with the embed
-    prefixes."""
-    query_ids, corpus_ids = list(bench.queries), list(bench.corpus)
-    queries = [bench.queries[i] for i in query_ids]
-    corpus = [bench.corpus[i] for i in corpus_ids]
-    base_q = embed_texts(encoder, queries, embed.query_prefix, embed.batch_size)
-    base_c = embed_texts(encoder, corpus, embed.document_prefix, embed.batch_size)
-    embeddings = _with_tuned(tuned, queries, corpus, base_q, base_c)
-    inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
-    return compare(query_ids, corpus_ids, bench.qrels, inputs, spec, candidates(retrieve))
 
 
 def query_rows(split: str, result: SplitResult, dataset: dict) -> list[dict]:
