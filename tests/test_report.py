@@ -116,3 +116,38 @@ def test_benchmark_lines_use_the_largest_ndcg_cut_off(capsys):
     )
     print_benchmarks({})
     assert capsys.readouterr().out == ""
+
+
+def retriever_figures(bm25_low: float) -> dict:
+    summary = {"mrr@10": 0.5, "ndcg@10": 0.6, "queries": 93}
+    better = {"mrr@10": 0.55, "ndcg@10": 0.66, "queries": 93}
+
+    def delta(low):
+        return {
+            "mrr@10": {"diff": 0.05, "low": low, "high": 0.1},
+            "ndcg@10": {"diff": 0.06, "low": low, "high": 0.1},
+        }
+
+    return {
+        "retrievers": {"base": summary, "bm25": better, "base+bm25:rrf60": better},
+        "delta_retrievers": {"bm25": delta(bm25_low), "base+bm25:rrf60": delta(0.02)},
+        "shipped": {"retriever": "base+bm25:rrf60", **better},
+        "delta_shipped": delta(0.02),
+    }
+
+
+def test_every_retriever_then_the_shipped_one(capsys):
+    report.print_retrievers(retriever_figures(-0.01), "benchmark tiny")
+    out = capsys.readouterr().out
+    assert "benchmark tiny: every retriever (93 queries)" in out
+    lines = [line.strip() for line in out.splitlines()]
+    assert any(line.startswith("bm25") and "+0.0600 [-0.010, +0.100]" in line for line in lines)
+    assert any(line.startswith("shipped: base+bm25:rrf60") and "+0.020" in line for line in lines)
+    assert "BM25 alone beats" not in out  # its interval crosses 0
+    report.print_retrievers(retriever_figures(0.01), "benchmark tiny")
+    out = capsys.readouterr().out
+    assert (
+        "benchmark tiny: BM25 alone beats the dense base model beyond noise (ndcg@10 +0.0600" in out
+    )
+    report.print_retrievers({"base": {}, "tuned": {}}, "old eval.json")
+    assert capsys.readouterr().out == ""  # nothing to show before retrievers existed

@@ -92,6 +92,10 @@ def print_retrievers(figures: dict, where: str) -> None:
         table.add_row(*cells)
     table.caption = "interval: paired bootstrap over the queries, against the dense base"
     Console().print(table)
+    lexical = deltas.get("bm25", {}).get(key)
+    if lexical and lexical["low"] is not None and lexical["low"] > 0:
+        gain = f"{key} {_difference(lexical)}"
+        print(f"{where}: BM25 alone beats the dense base model beyond noise ({gain})")
 
 
 def _difference(delta: dict) -> str:
