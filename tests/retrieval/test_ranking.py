@@ -14,6 +14,7 @@ from embedtune.retrieval.ranking import (
     Ranked,
     binary_qrels,
     cosine_scores,
+    query_blocks,
     rank,
     rank_relevant,
     relevance_matrix,
@@ -169,3 +170,28 @@ def test_hand_made_in_blocks_of_two(monkeypatch, hand_made):
     monkeypatch.setattr(ranking, "_PAIRS_PER_BLOCK", 2)
     again = hand_made_ranked()
     assert [r.tolist() for r in again.ranks] == [r.tolist() for r in hand_made.ranks]
+
+
+def test_blocks_cover_every_query_without_a_tiny_remainder():
+    assert query_blocks(0) == []
+    assert query_blocks(5, size=10) == [(0, 5)]
+    blocks = query_blocks(2049, size=1024)
+    assert blocks == [(0, 683), (683, 1366), (1366, 2049)]  # never 1024, 1024 and 1
+    assert all(hi - lo <= 1024 for lo, hi in query_blocks(10_000))
+
+
+def test_ranking_in_blocks_is_ranking_at_once(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    queries, corpus = torch.randn(300, 16, generator=g), torch.randn(120, 16, generator=g)
+    qids, cids = [f"q{i}" for i in range(300)], [f"c{i}" for i in range(120)]
+    qrels = {q: {cids[i % 120]: 1.0, cids[(7 * i) % 120]: 2.0} for i, q in enumerate(qids)}
+    whole = rank(queries, corpus, qids, cids, qrels)
+    monkeypatch.setattr("embedtune.retrieval.ranking.QUERIES_PER_BLOCK", 64)
+    blocked = rank(queries, corpus, qids, cids, qrels)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.ranks, blocked.ranks, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(whole.grades, blocked.grades, strict=True))
+
+
+def test_non_finite_scores_stop_ranking():
+    with pytest.raises(EmbedtuneError, match="non-finite similarity scores"):
+        rank(torch.tensor([[float("nan"), 1.0]]), torch.eye(2), ["q"], ["a", "b"], {"q": {"a": 1}})

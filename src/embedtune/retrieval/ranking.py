@@ -105,9 +105,11 @@ def rank_relevant(scores: torch.Tensor, relevance: torch.Tensor) -> Ranked:
     return Ranked(ranks_out, grades_out)
 
 
-def query_blocks(count: int, size: int = QUERIES_PER_BLOCK) -> list[tuple[int, int]]:
+def query_blocks(count: int, size: int | None = None) -> list[tuple[int, int]]:
     """(start, stop) rows covering `count` queries in blocks of near-equal size, at most
-    `size`; never a tiny remainder block (BLAS may round a one-row product differently)."""
+    `size` (default `QUERIES_PER_BLOCK`); never a tiny remainder block (BLAS may round a
+    one-row product differently)."""
+    size = size or QUERIES_PER_BLOCK
     blocks = max(1, -(-count // size))
     bounds = [round(i * count / blocks) for i in range(blocks + 1)]
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
@@ -122,7 +124,10 @@ def rank_scored(
     for lo, hi in query_blocks(len(query_ids)):
         scores = scorer(lo, hi)
         if not torch.isfinite(scores).all():  # NaN would compare as never ranked higher
-            raise EmbedtuneError("a retriever gave non-finite scores")
+            raise EmbedtuneError(
+                "non-finite similarity scores (NaN or inf): the embeddings diverged; "
+                "with a trained model, try a lower train.lr"
+            )
         block = rank_relevant(scores, relevance_matrix(query_ids[lo:hi], corpus_ids, qrels))
         ranks += block.ranks
         grades += block.grades
