@@ -36,6 +36,7 @@ PRESETS = {
     "cached_mnrl": ("train=full", "train/loss=cached_mnrl"),
     "gist": ("train=full", "train/loss=gist"),
     "margin_mse": ("train=full", "train/loss=margin_mse"),
+    "fusion_margin_mse": ("train=full", "train/loss=fusion_margin_mse"),
     "nudge": ("train=nudge",),
 }
 

@@ -143,7 +143,7 @@ def test_project_registries():
 
     assert BACKENDS.names() == ["openai", "transformers"]
     assert METHODS.names() == ["adapter_2layer", "adapter_linear", "full", "nudge"]
-    assert LOSSES.names() == ["cached_mnrl", "gist", "margin_mse", "mnrl"]
+    assert LOSSES.names() == ["cached_mnrl", "fusion_margin_mse", "gist", "margin_mse", "mnrl"]
     assert METRICS.names() == ["hit_rate", "mrr", "ndcg", "recall"]
     assert (BACKENDS.key, METHODS.key, LOSSES.key, METRICS.key) == (
         "llm.backend",
