@@ -452,7 +452,7 @@ def test_data_local_preset_validates(tmp_path):
     raw = raw_params("local")
     assert raw["data"]["train"] == [] and raw["data"]["validation"] == []
     data = load_params({"data": DataConfig}, write(tmp_path, raw)).data
-    assert data.local_dir == "docs"
+    assert data.local_dir == "documents"
     assert 0 < data.validation_fraction < 1
 
 

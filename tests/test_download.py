@@ -1,5 +1,5 @@
 """The download stage: `python -m embedtune.download` in a working directory, and data=local
-with the real dvc CLI (the documents in docs/ are a dependency of the pipeline)."""
+with the real dvc CLI (the documents in documents/ are a dependency of the pipeline)."""
 
 from __future__ import annotations
 
@@ -139,16 +139,16 @@ def raw_texts(repo: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_editing_a_document_in_docs_reruns_download(tmp_path):
+def test_editing_a_local_document_reruns_download(tmp_path):
     repo = copy_project(tmp_path / "repo")
     for name, text in DOCS.items():
-        (repo / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / "docs" / name).write_text(text)
+        (repo / "documents" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "documents" / name).write_text(text)
     assert "Running stage 'download'" in run_download(repo).stdout
     assert sorted(raw_texts(repo)) == ["dicts.md", "loops.txt", "sets.html"]
     assert "Stage 'download' didn't change" in run_download(repo).stdout
 
-    (repo / "docs/loops.txt").write_text("A while loop runs while its condition is true.")
+    (repo / "documents/loops.txt").write_text("A while loop runs while its condition is true.")
     assert "modified:" in run_cli(["dvc", "status", "download"], repo).stdout
     assert "Running stage 'download'" in run_download(repo).stdout
     assert "A while loop runs" in raw_texts(repo)["loops.txt"]
