@@ -1,7 +1,11 @@
 """Quality on real queries: the pipeline on Vaswani NPL abstracts, scored on its human queries.
 
-Usage: python bench/bench_quality.py [--docs 300] [--methods adapter_linear_cpu full] [--keep DIR]
-           [--set synth.attempts=3 ...]        (make bench-quality)
+Usage: python bench/bench_quality.py --collection DIR [--docs 300] [--keep DIR]
+           [--methods adapter_linear_cpu full] [--set synth.attempts=3 ...]
+           (make bench-quality COLLECTION=DIR)
+
+DIR is a collection in BEIR layout; `python bench/beir_collection.py vaswani DIR` writes Vaswani
+NPL, the one our figures come from.
 
 A method is a `train=` option, or `LABEL:OVERRIDE;OVERRIDE...` for a variant, e.g.
 `full_neg:train=full;train.hard_negatives=4`.
@@ -35,8 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COLLECTION = ROOT.parent / "shared" / "benchmarks" / "vaswani_npl"
 METRIC = "ndcg@10"
+HOW_TO_GET = "python bench/beir_collection.py vaswani DIR writes Vaswani NPL there"
 # SmolLM2 writes no valid question for many of these abstracts (issue 10 tracks it); the
 # benchmark measures tuning, so it accepts what synth produces.
 PIPELINE = ["-S", "experiment=cpu", "-S", "data=local", "-S", "synth.max_failure_rate=0.9"]
@@ -111,14 +115,18 @@ def main() -> None:
     parser.add_argument(
         "--methods", nargs="+", default=["adapter_linear_cpu", "adapter_2layer", "full"]
     )
-    parser.add_argument("--collection", type=Path, default=COLLECTION)
+    parser.add_argument(
+        "--collection",
+        type=Path,
+        help="a BEIR folder, e.g. Vaswani NPL (bench/beir_collection.py writes one)",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one more -S override"
     )
     parser.add_argument("--keep", type=Path, help="work here (and keep it) instead of a tmp dir")
     args = parser.parse_args()
-    if not (args.collection / "corpus.jsonl").is_file():
-        sys.exit(f"{args.collection}: no BEIR collection there (--collection PATH)")
+    if args.collection is None or not (args.collection / "corpus.jsonl").is_file():
+        sys.exit(f"--collection {args.collection}: no BEIR collection there ({HOW_TO_GET})")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="embedtune-quality-"))
     repo, docs = work / "repo", work / "docs"

@@ -1,7 +1,7 @@
 """Question coverage on real abstracts: the `synth` stage with the cpu preset, per synth variant.
 
-Usage: python bench/synth_coverage.py [--docs 40] [--skip 300] [--chunks DIR] [--keep DIR]
-           [--set llm=qwen_coder ...] [VARIANT.yaml ...]
+Usage: python bench/synth_coverage.py --collection DIR [--docs 40] [--skip 300] [--keep DIR]
+           [--chunks DIR] [--set llm=qwen_coder ...] [VARIANT.yaml ...]
 
 Takes documents (never queries or qrels) of the Vaswani NPL collection: after sorting the
 abstracts by sha256 of their id and skipping the first `--skip` (the ones `bench_quality.py`
@@ -37,7 +37,6 @@ from embedtune.config import ChunkConfig, load_params
 from embedtune.readers import read_documents
 
 ROOT = Path(__file__).resolve().parents[1]
-COLLECTION = ROOT.parent / "shared" / "benchmarks" / "vaswani_npl"
 
 
 def write_chunks(collection: Path, work: Path, skip: int, count: int) -> None:
@@ -82,13 +81,22 @@ def main() -> None:
     parser.add_argument("variants", nargs="*", type=Path, help="YAML mappings of synth keys")
     parser.add_argument("--docs", type=int, default=40, help="abstracts per split")
     parser.add_argument("--skip", type=int, default=300, help="abstracts skipped first")
-    parser.add_argument("--collection", type=Path, default=COLLECTION)
+    parser.add_argument(
+        "--collection",
+        type=Path,
+        help="a BEIR folder, e.g. Vaswani NPL (bench/beir_collection.py writes one)",
+    )
     parser.add_argument("--chunks", type=Path, help="use DIR/<split>.jsonl chunks instead")
     parser.add_argument("--keep", type=Path, help="work here (and keep it) instead of a tmp dir")
     parser.add_argument("--set", nargs="*", default=[], help="more overrides, e.g. llm=qwen_coder")
     args = parser.parse_args()
-    if not args.chunks and not (args.collection / "corpus.jsonl").is_file():
-        sys.exit(f"{args.collection}: no corpus.jsonl there (--collection PATH)")
+    if not args.chunks and (
+        args.collection is None or not (args.collection / "corpus.jsonl").is_file()
+    ):
+        sys.exit(
+            f"--collection {args.collection}: no corpus.jsonl there "
+            "(python bench/beir_collection.py vaswani DIR writes Vaswani NPL there)"
+        )
     variants = {"committed": {}}
     variants.update({p.stem: yaml.safe_load(p.read_text()) for p in args.variants})
     work = args.keep or Path(tempfile.mkdtemp(prefix="embedtune-coverage-"))
