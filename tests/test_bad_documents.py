@@ -194,14 +194,14 @@ DVC_BAD = ["empty.pdf", "error-page.pdf", "locked.pdf", "random.pdf", "scan.pdf"
 
 @pytest.fixture(scope="module")
 def docs_repo(tmp_path_factory) -> Path:
-    """The project with good and bad documents in docs/, and a symlink to a file outside."""
+    """The project with good and bad documents in documents/, and a symlink to a file outside."""
     work = tmp_path_factory.mktemp("bad-docs")
     repo = copy_project(work / "repo")
     for name, text in GOOD_DOCS.items():
-        (repo / "docs" / name).write_text(text)
-    write_bad_files(repo / "docs", DVC_BAD)
+        (repo / "documents" / name).write_text(text)
+    write_bad_files(repo / "documents", DVC_BAD)
     (work / "secret.txt").write_text("outside the documents folder: never read")
-    (repo / "docs/link.txt").symlink_to(work / "secret.txt")
+    (repo / "documents/link.txt").symlink_to(work / "secret.txt")
     return repo
 
 
@@ -222,7 +222,7 @@ def test_dvc_fail_then_skip_on_a_folder_of_bad_documents(docs_repo):
     validation = sorted(p.name for p in (docs_repo / "data/raw/validation").iterdir())
     assert validation and set(validation) <= set(GOOD_DOCS)
     assert not (docs_repo / "data/raw/train/link.txt").exists()
-    assert "a symlink to outside docs, not followed" in failed.stdout
+    assert "a symlink to outside documents, not followed" in failed.stdout
 
     skipped = exp_run_chunk(docs_repo, "chunk.on_bad_document=skip")
     assert skipped.returncode == 0, skipped.stderr

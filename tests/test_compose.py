@@ -117,7 +117,7 @@ def test_data_local_preset_sets_chunk_extensions():
 
     params = composed("data=local")
     assert params.chunk.extensions == list(LOCAL_EXTENSIONS)
-    assert params.data.local_dir == "docs"
+    assert params.data.local_dir == "documents"
     assert composed("experiment=cpu", "data=local").chunk.extensions == list(LOCAL_EXTENSIONS)
 
 
@@ -176,6 +176,52 @@ def test_compose_command(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.startswith("embedtune compose: error: cannot compose conf/")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def break_line(path, line: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "text", "problem"),
+    [
+        ("train/adapter_linear.yaml", 5, "lr: [0.01", "expected ',' or ']', but got ':'"),
+        ("config.yaml", 15, "seed: 42: 43", "mapping values are not allowed here"),
+        ("train/full.yaml", 3, "\tlr: 1", "found character '\\t' that cannot start any token"),
+    ],
+)
+def test_invalid_yaml_in_conf_is_one_line_naming_file_and_line(tmp_path, file, line, text, problem):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    break_line(conf / file, line, text)
+    overrides = ["train=full"] if file.startswith("train/full") else []
+    with pytest.raises(EmbedtuneError) as info:
+        compose(overrides, conf_dir=conf, output=tmp_path / "params.yaml")
+    where = conf / file
+    assert str(info.value).startswith(f"{where} line ")
+    assert f": invalid YAML ({problem}): fix that line" in str(info.value)
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_invalid_yaml_through_the_compose_command(tmp_path):
+    shutil.copytree(CONF, tmp_path / "conf")
+    break_line(tmp_path / "conf" / "train" / "adapter_linear.yaml", 5, "lr: [0.01")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "embedtune.compose"],
+        cwd=tmp_path,
+        env=cli_env(ROOT / "src"),
+        capture_output=True,
+        text=True,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "embedtune compose: error: conf/train/adapter_linear.yaml line 6: invalid YAML "
+        "(expected ',' or ']', but got ':'): fix that line\n"
+    )
+    assert (tmp_path / "params.yaml").read_text() == "seed: 1\n"  # the last good one stays
 
 
 def test_all_schemas_name_every_section():

@@ -19,6 +19,7 @@ CONF_DIR = Path("conf")
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARAMS_FILE) -> None:
     """Compose `conf_dir/config.yaml` with Hydra `overrides` into `output` (DVC's own writer)."""
+    import yaml
     from dvc.utils.hydra import compose_and_dump
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -30,6 +31,21 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARA
     except (HydraException, OmegaConfBaseException) as err:
         first_line = str(err).strip().splitlines()[0]
         raise EmbedtuneError(f"cannot compose {conf_dir}/ with {overrides}: {first_line}") from None
+    except yaml.YAMLError as err:
+        raise EmbedtuneError(yaml_problem(err, conf_dir)) from None
+
+
+def yaml_problem(err, conf_dir: Path) -> str:
+    """One line for a conf/ file that is not valid YAML: the file (as under `conf_dir`), the
+    line, what the parser expected."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if mark is None:
+        return f"{conf_dir}/ holds invalid YAML ({str(err).splitlines()[0]}): fix that file"
+    where = Path(mark.name)
+    if where.is_relative_to(conf_dir.resolve()):
+        where = conf_dir / where.relative_to(conf_dir.resolve())
+    problem = err.problem or (str(err).splitlines() or ["a syntax error"])[0]
+    return f"{where} line {mark.line + 1}: invalid YAML ({problem}): fix that line"
 
 
 def all_schemas() -> dict:
@@ -66,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("compose", main)
+    run_stage("compose", main, reads_params=False)  # it writes params.yaml

@@ -14,7 +14,6 @@ import torch
 
 from embedtune import io
 from embedtune.config import EmbedConfig
-from embedtune.errors import EmbedtuneError
 from embedtune.models import encoder_dtype, pick_device, resolve_model
 
 
@@ -78,15 +77,11 @@ def save_embeddings(path: Path, emb: SplitEmbeddings) -> None:
 
 
 def load_embeddings(path: Path) -> SplitEmbeddings:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise EmbedtuneError(f"{path} not found: run `dvc repro embed` first")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
+    tensors, meta = io.read_safetensors(path, stage="embed")
+    with io.reading(path, KeyError, stage="embed"):  # not the tensors and ids `embed` writes
         return SplitEmbeddings(
             query_ids=json.loads(meta["query_ids"]),
-            queries=f.get_tensor("queries"),
+            queries=tensors["queries"],
             corpus_ids=json.loads(meta["corpus_ids"]),
-            corpus=f.get_tensor("corpus"),
+            corpus=tensors["corpus"],
         )

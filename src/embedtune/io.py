@@ -1,4 +1,8 @@
-"""Atomic file writes and the fixed paths every stage agrees on."""
+"""Atomic file writes, checked reads, and the fixed paths every stage agrees on.
+
+A pipeline file that is missing or damaged (truncated, half-written) is read through `reading`,
+which turns the error into one line naming the file and the `dvc` command that restores it.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,22 @@ EMBEDDINGS_DIR = Path("data/embeddings")
 MINED_DIR = Path("data/mined")
 TUNED_DIR = Path("models/tuned")
 RETRIEVER_DIR = Path("models/retriever")
+EXPORT_DIR = Path("models/export")
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
+# The stage that writes each output (dvc.yaml's `outs`): the fix for a missing or damaged one.
+PRODUCERS = {
+    RAW_DIR: "download",
+    MANIFEST: "download",
+    CHUNKS_DIR: "chunk",
+    QA_DIR: "synth",
+    EMBEDDINGS_DIR: "embed",
+    MINED_DIR: "mine",
+    TUNED_DIR: "train",
+    RETRIEVER_DIR: "retrieve",
+    EXPORT_DIR: "export",
+}
 
 
 def cache_root() -> Path:
@@ -77,9 +94,96 @@ def write_jsonl(path: Path | str, rows: list[dict[str, Any]]) -> None:
                 f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def output_of(path: Path | str) -> Path | None:
+    """The pipeline output (a key of `PRODUCERS`) that `path` is or lies in, wherever the
+    checkout is; None for any other path."""
+    parts = Path(path).parts
+    for out in PRODUCERS:
+        n = len(out.parts)
+        if any(parts[i : i + n] == out.parts for i in range(len(parts) - n + 1)):
+            return out
+    return None
+
+
+def not_found(path: Path | str, stage: str | None = None) -> EmbedtuneError:
+    """The error for a missing `path`, naming the stage that makes it (`stage`, else the one
+    `PRODUCERS` names)."""
+    out = output_of(path)
+    stage = stage or (PRODUCERS[out] if out else None)
+    fix = f": run `dvc repro {stage}` first" if stage else ""
+    return EmbedtuneError(f"{path} not found{fix}")
+
+
+def damaged(path: Path | str, err: BaseException, stage: str | None = None) -> EmbedtuneError:
+    """The error for an unreadable `path`: why, and how to restore or rebuild it."""
+    out = output_of(path)
+    stage = stage or (PRODUCERS[out] if out else None)
+    why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if out is not None:
+        fix = f"restore it with `dvc checkout {out}` or rebuild it with `dvc repro {stage}`"
+    elif stage is not None:
+        fix = f"rebuild it with `dvc repro {stage}`"
+    else:
+        fix = "restore or rebuild it"
+    return EmbedtuneError(f"{path} is damaged ({why}): {fix}")
+
+
+@contextmanager
+def reading(
+    path: Path | str, *damage: type[BaseException], stage: str | None = None
+) -> Iterator[None]:
+    """Read `path` in this block: a missing file, or a `ValueError` (bad JSON, bad UTF-8) or one
+    of `damage` raised here, becomes one `EmbedtuneError` naming the file and the fix."""
+    try:
+        yield
+    except FileNotFoundError as err:
+        raise not_found(err.filename or path, stage) from None
+    except (ValueError, *damage) as err:
+        raise damaged(path, err, stage) from None
+
+
+def read_json(path: Path | str, stage: str | None = None) -> Any:
+    with reading(path, stage=stage):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
-    with Path(path).open() as f:
+    with reading(path), Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_safetensors(path: Path | str, stage: str | None = None) -> tuple[dict, dict[str, str]]:
+    """Every tensor of a safetensors file, and its metadata ({} if none)."""
+    from safetensors import SafetensorError, safe_open
+
+    with reading(path, SafetensorError, stage=stage):
+        with safe_open(str(path), framework="pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
+
+
+def check_safetensors(path: Path | str, stage: str | None = None) -> None:
+    """Refuse a missing or truncated safetensors file (its header covers the whole file) before
+    a library loads it, without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    with reading(path, SafetensorError, stage=stage), safe_open(str(path), framework="pt"):
+        pass
+
+
+def check_writable(folder: Path | str) -> None:
+    """Make `folder` if missing and write in it for real (root, or a read-only mount, make the
+    permission bits misleading), so a stage refuses it before its work rather than after."""
+    import shutil
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tempfile.mkdtemp(prefix=".write-test.", dir=folder))
+    except OSError as err:
+        raise EmbedtuneError(
+            f"{folder}/ is not writable ({err.strerror}): make it writable "
+            f"(e.g. `chmod u+w {folder}`) and run again"
+        ) from None
 
 
 def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -93,7 +197,4 @@ def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) 
 
 def load_qa(split: str) -> dict:
     """The `EmbeddingQAFinetuneDataset` dict that `synth` wrote for `split`."""
-    path = QA_DIR / f"{split}.json"
-    if not path.is_file():
-        raise EmbedtuneError(f"{path} not found: run `dvc repro synth` first")
-    return json.loads(path.read_text())
+    return read_json(QA_DIR / f"{split}.json")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from embedtune import io
-from embedtune.errors import EmbedtuneError
 
 MINED_FILE = io.MINED_DIR / "train.json"
 
@@ -30,6 +28,6 @@ class Mined:
 
 
 def load_mined(path: Path = MINED_FILE) -> Mined:
-    if not path.is_file():
-        raise EmbedtuneError(f"{path} not found: run `dvc repro mine` first")
-    return Mined(**json.loads(path.read_text()))
+    raw = io.read_json(path, stage="mine")
+    with io.reading(path, TypeError, stage="mine"):  # not the keys `mine` writes
+        return Mined(**raw)

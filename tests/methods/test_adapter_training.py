@@ -8,6 +8,7 @@ chunk plus noise, so the base model ranks badly and a linear map ranks well) for
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from embedtune.methods.adapter_training import (
     train_adapter,
     training_pairs,
 )
-from embedtune.methods.base import TrainingLog
+from embedtune.methods.base import TrainingLog, get_method
 from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split, holdout_chunks
 from embedtune.methods.linear import LinearAdapter
 from embedtune.methods.two_layer import TwoLayerAdapter
@@ -373,3 +374,42 @@ def test_too_few_pairs():
     emb, dataset = split([[1.0, 0.0], [0.0, 1.0]], CORPUS, {0: [0]})
     with pytest.raises(EmbedtuneError, match="1 labelled queries, need at least 2"):
         train(emb, dataset, cfg("train", **TRAIN), 0)
+
+
+# --- divergence: a NaN model ranks every gold chunk first, so no such epoch may be picked ---
+
+
+@pytest.mark.parametrize("method", ["adapter_linear_cpu", "adapter_2layer"])
+def test_a_diverging_loss_stops_training_and_names_train_lr(data, method):
+    (emb, dataset), _ = data
+    train_cfg = cfg("train", f"train={method}", **{**TRAIN, "lr": 1e30})
+    adapter = get_method(train_cfg.method).build(train_cfg, emb.queries.shape[1])
+    epochs: list[int] = []
+    log = TrainingLog(epoch=lambda epoch, step, metrics: epochs.append(epoch))
+    with pytest.raises(EmbedtuneError) as info:
+        train_adapter(adapter, emb, dataset, train_cfg, 0, log)
+    assert re.fullmatch(
+        rf"training diverged at step [2-4] \(loss nan\): train\.lr=1e\+30 is too high for "
+        rf"train\.method={train_cfg.method}; lower train\.lr",
+        str(info.value),
+    )
+    assert epochs == [0]  # stopped within the first epoch: no trained epoch was scored
+
+
+def test_weights_that_overflow_with_finite_losses_stop_training(data):
+    # Plain SGD at lr 1e20: every loss of the epoch is finite, the weights it leaves are not.
+    (emb, dataset), _ = data
+    overrides = {
+        "lr": 1e20,
+        "optimizer": "sgd",
+        "epochs": 1,
+        "batch_size": 64,
+        "holdout_fraction": 0,
+    }
+    train_cfg = cfg("train", **{**TRAIN, **overrides})
+    adapter = LinearAdapter(emb.queries.shape[1], bias=train_cfg.bias)
+    losses: list[float] = []
+    log = TrainingLog(lambda step, loss: losses.append(loss))
+    with pytest.raises(EmbedtuneError, match=r"^training diverged at step \d+ \(non-finite weig"):
+        train_adapter(adapter, emb, dataset, train_cfg, 0, log)
+    assert losses and all(math.isfinite(loss) for loss in losses)

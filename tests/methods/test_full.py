@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from embedtune.embeddings import embed_texts
+from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TrainingInputs, TrainingLog, get_method, load_tuned, save_tuned
 from embedtune.methods.full import FullConfig, FullMethod, FullModel
 from embedtune.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
@@ -153,6 +155,21 @@ def test_load_tuned_full_model(trained):
     assert (without.query_prefix, without.document_prefix) == ("query: ", "passage: ")
     assert torch.allclose(without.encode_queries(queries, ignored), q, atol=1e-6)
     assert tuned.encode_queries([], ignored[:0]).shape == (0, 384)
+
+
+def test_a_truncated_full_model_is_one_line_naming_it(trained, tmp_path):
+    _, folder, _, _ = trained
+    copy = tmp_path / "models" / "tuned"
+    shutil.copytree(folder, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: 1 << 20])  # a copy cut short at 1 MB
+    with pytest.raises(EmbedtuneError) as info:
+        load_tuned(copy, EMBED)
+    assert str(info.value) == (
+        f"{weights} is damaged (Error while deserializing header: incomplete metadata, file not "
+        "fully covered): restore it with `dvc checkout models/tuned` or rebuild it with "
+        "`dvc repro train`"
+    )
 
 
 def test_load_tuned_full_model_in_the_embed_dtype(trained):

@@ -4,6 +4,10 @@ losses, patience, mixed precision flags and the trainer's arguments."""
 from __future__ import annotations
 
 import json
+import math
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -279,3 +283,30 @@ def test_fusion_margin_mse_distils_the_fused_scores_of_the_mined_negatives(minil
         fresh_encoder(), inputs, train_cfg, 0, TrainingLog(lambda s, x: steps.append(x))
     )
     assert model is not None and len(steps) == 3 and all(x > 0 for x in steps)
+
+
+def test_a_diverging_loss_stops_training_naming_train_lr_and_leaves_no_checkpoints(
+    tmp_path, monkeypatch
+):
+    # A checkpoint folder a killed run left (its process is gone), and this run's own: both go.
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    left = tmp_path / f"embedtune-checkpoints-{dead.stdout.strip()}-abcd_123"
+    (left / "checkpoint-3").mkdir(parents=True)
+    losses: list[float] = []
+    log = TrainingLog(lambda step, loss: losses.append(loss))
+    train_cfg = full_cfg(lr=1e30, epochs=2, holdout_fraction=0.0)
+    with pytest.raises(EmbedtuneError) as info:
+        train_full(fresh_encoder(), TrainingInputs(tiny_dataset(), EMBED), train_cfg, 0, log)
+    assert re.fullmatch(
+        r"training diverged at step \d \(loss nan\): train\.lr=1e\+30 is too high for "
+        r"train\.method=full; lower train\.lr",
+        str(info.value),
+    )
+    assert all(math.isfinite(loss) for loss in losses)  # the diverged step is not logged
+    assert not list(tmp_path.glob("embedtune-checkpoints-*"))  # (torch keeps caches there too)

@@ -247,6 +247,20 @@ def test_save_and_load_round_trip(tmp_path, gammas):
     )
 
 
+def test_truncated_nudge_weights_are_one_line_naming_them(tmp_path):
+    emb, dataset = crossed_pairs()
+    save_tuned(train(emb, dataset, nudge_cfg()), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(EmbedtuneError, match=r"model\.safetensors is damaged \(Error while deser"):
+        load_tuned(tmp_path / "m")
+    weights.unlink()
+    with pytest.raises(
+        EmbedtuneError, match=r"model\.safetensors not found: run `dvc repro train`"
+    ):
+        load_tuned(tmp_path / "m")
+
+
 # --- config ------------------------------------------------------------------------------------
 
 

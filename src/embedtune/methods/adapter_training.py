@@ -20,7 +20,7 @@ from torch import nn
 
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
-from embedtune.methods.base import TrainingLog
+from embedtune.methods.base import TrainingLog, check_loss, diverged
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
     heldout_per_query,
@@ -155,11 +155,15 @@ def _run_epoch(adapter, optimizer, emb, pairs: Batches, batches, cfg, step, log)
             None if pairs.negatives is None else pairs.negatives[batch],
             cfg.identity_weight,
         )
+        step += 1
+        value = loss.item()
+        check_loss(value, step, cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step += 1
-        log.step(step, loss.item())
+        log.step(step, value)
+    if not all(bool(torch.isfinite(p).all()) for p in adapter.parameters()):
+        raise diverged(cfg, step, "non-finite weights")
     return step
 
 

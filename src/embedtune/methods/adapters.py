@@ -76,8 +76,9 @@ class AdapterMethod(Method):
         return AdapterModel(self.name, trained)
 
     def load(self, folder: Path, embed: EmbedConfig | None = None) -> AdapterModel:
-        from safetensors.torch import load_file
-
         adapter = self.rebuild(saved_config(folder))
-        adapter.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+        path = Path(folder) / "model.safetensors"
+        state, _ = io.read_safetensors(path, stage="train")
+        with io.reading(path, RuntimeError, stage="train"):  # weights unlike config.json's
+            adapter.load_state_dict(state)
         return AdapterModel(self.name, adapter)

@@ -19,7 +19,7 @@ find it by name; the tuned model's `save` writes `config.json` with `"method": "
 
 from __future__ import annotations
 
-import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +152,20 @@ class Method(ABC):
     def load(self, folder: Path, embed: EmbedConfig | None) -> TunedModel: ...
 
 
+def diverged(cfg: TrainConfig, step: int, what: str) -> EmbedtuneError:
+    """The error that stops a diverged training: a NaN model scores every gold chunk first, so
+    its epoch must never be picked."""
+    return EmbedtuneError(
+        f"training diverged at step {step} ({what}): train.lr={cfg.lr:g} is too high for "
+        f"train.method={cfg.method}; lower train.lr"
+    )
+
+
+def check_loss(loss: float, step: int, cfg: TrainConfig) -> None:
+    if not math.isfinite(loss):
+        raise diverged(cfg, step, f"loss {loss}")
+
+
 def method_config(raw: Any) -> type[TrainConfig]:
     """The schema of the `train` section: that of the method it names."""
     name = raw.get("method") if isinstance(raw, dict) else None
@@ -169,10 +183,7 @@ def save_tuned(model: TunedModel, folder: Path) -> None:
 
 
 def saved_config(folder: Path) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise EmbedtuneError(f"{path} not found: run `dvc repro train` first")
-    return json.loads(path.read_text())
+    return io.read_json(Path(folder) / "config.json", stage="train")
 
 
 def load_tuned(folder: Path, embed: EmbedConfig | None = None) -> TunedModel:

@@ -93,6 +93,7 @@ class FullMethod(Method):
         given, else the prefixes saved with the model (its `query`/`document` prompts)."""
         from sentence_transformers import SentenceTransformer
 
+        io.check_safetensors(Path(folder) / "model.safetensors", stage="train")
         device = pick_device(embed.device if embed else "auto", "embed.device")
         dtype = encoder_dtype(embed.dtype if embed else "auto", device)
         encoder = SentenceTransformer(str(folder), device=device, model_kwargs={"dtype": dtype})

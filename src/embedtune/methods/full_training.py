@@ -6,10 +6,8 @@ by the same MRR@10 that `eval` reports."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +17,8 @@ from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.losses import build_loss
-from embedtune.methods.base import TrainingInputs, TrainingLog
+from embedtune.methods.base import TrainingInputs, TrainingLog, check_loss
+from embedtune.methods.checkpoints import checkpoint_space
 from embedtune.methods.full_data import training_columns
 from embedtune.methods.heldout import (
     HELDOUT_NAME,
@@ -107,6 +106,7 @@ def training_arguments(cfg, embed: EmbedConfig, seed: int, folder: str, device: 
         save_only_model=True,
         logging_strategy="steps",
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a diverged step must show, not be averaged away
         report_to="none",
         disable_tqdm=True,
         use_cpu=device == "cpu",
@@ -115,12 +115,15 @@ def training_arguments(cfg, embed: EmbedConfig, seed: int, folder: str, device: 
     )
 
 
-def callbacks(log: TrainingLog, patience: int, held: bool) -> list:
+def callbacks(log: TrainingLog, cfg, held: bool) -> list:
+    """Our logging (a non-finite loss stops training) and, with held-out questions and
+    `train.patience`, early stopping."""
     from transformers import EarlyStoppingCallback, TrainerCallback
 
     class Log(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
+                check_loss(float(logs["loss"]), state.global_step, cfg)
                 log.step(state.global_step, float(logs["loss"]))
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -129,8 +132,8 @@ def callbacks(log: TrainingLog, patience: int, held: bool) -> list:
                 log.epoch(round(state.epoch), state.global_step, {HELDOUT_NAME: value})
 
     found = [Log()]
-    if held and patience:
-        found.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    if held and cfg.patience:
+        found.append(EarlyStoppingCallback(early_stopping_patience=cfg.patience))
     return found
 
 
@@ -164,7 +167,7 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
         by `train.wise_ft`) when they beat the base model beyond the held-out slice's noise
         (else None: keep the base model); the last epoch's when nothing is held out. Its
         `prompts` are the embed prefixes. Trainer checkpoints go to a temporary folder that is
-        removed.
+        removed (by the next run when this one is killed: `checkpoint_space`).
     """
     dataset, embed = inputs.dataset, inputs.embed
     train_ids, held_ids = inputs.question_split(cfg, seed)
@@ -240,15 +243,15 @@ def fit(model, columns, cfg, embed, seed, log, evaluator, saw: Callable[[int, fl
         saw(epoch, metrics[HELDOUT_NAME])
         log.epoch(epoch, step, metrics)
 
-    with tempfile.TemporaryDirectory(prefix="embedtune-checkpoints-") as temporary:
-        checkpoints = distributed.checkpoint_folder(Path(temporary))
+    with checkpoint_space() as temporary:
+        checkpoints = distributed.checkpoint_folder(temporary)
         trainer = _Trainer(
             model=model,
             args=training_arguments(cfg, embed, seed, str(checkpoints), model.device.type, held),
             train_dataset=Dataset.from_dict(columns),
             loss=make_loss(model, cfg),
             evaluator=evaluator,
-            callbacks=callbacks(TrainingLog(log.step, on_epoch), cfg.patience, held),
+            callbacks=callbacks(TrainingLog(log.step, on_epoch), cfg, held),
         )
         trainer.remove_callback(PrinterCallback)  # our callbacks report; no dicts on stdout
         trainer.train()

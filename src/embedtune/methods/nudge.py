@@ -226,13 +226,11 @@ class NudgeMethod(Method):
         return nudged_model(emb, keys, sums, gamma, cfg.variant)
 
     def load(self, folder: Path, embed: EmbedConfig | None = None) -> NudgeModel:
-        from safetensors import safe_open
-
         saved = saved_config(folder)
         path = Path(folder) / WEIGHTS
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if KEYS not in metadata:
-                raise EmbedtuneError(f"{path}: no text keys in its metadata")
-            embeddings = f.get_tensor("embeddings")
-        return NudgeModel(saved["variant"], saved["gamma"], json.loads(metadata[KEYS]), embeddings)
+        tensors, metadata = io.read_safetensors(path, stage="train")
+        if KEYS not in metadata:
+            raise EmbedtuneError(f"{path}: no text keys in its metadata")
+        with io.reading(path, KeyError, stage="train"):
+            keys, embeddings = json.loads(metadata[KEYS]), tensors["embeddings"]
+        return NudgeModel(saved["variant"], saved["gamma"], keys, embeddings)

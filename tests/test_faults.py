@@ -1,0 +1,272 @@
+"""The faults a robustness probe found (issue 21), each reproduced as found on the real stages:
+every one ends in one line naming the file, parameter or cause and what to do, and nothing
+already produced is lost.
+
+Parallel runs rewriting params.yaml, truncated and half-written pipeline files, a stage run
+before its inputs exist, a read-only models/, checkpoints a killed `train` left in the temporary
+directory. (Divergence at a huge train.lr: tests/methods; invalid YAML in conf/:
+tests/test_compose.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import embedtune.mine as mine_stage
+import embedtune.retrieve as retrieve_stage
+import embedtune.train as train_stage
+from embedtune import io
+from embedtune.errors import run_stage
+from tests.conftest import ROOT, cli_env
+from tests.methods.helpers import synthetic
+from tests.test_io import unprivileged
+from tests.test_train import stage_folder, write_split
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def stage_command(stage: str, cwd: Path, **popen) -> subprocess.Popen:
+    """`python -m embedtune.<stage>` in `cwd`, as dvc runs it."""
+    env = {**cli_env(ROOT / "src"), "EMBEDTUNE_CACHE_DIR": str(cwd.parent / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", f"embedtune.{stage}"],
+        cwd=cwd,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def one_line(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """The stage's only line on stderr, once it has exited 2."""
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err.strip()
+
+
+def fails_in_process(capsys, stage: str, main) -> str:
+    with pytest.raises(SystemExit) as info:
+        run_stage(stage, main)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    """A clone with params.yaml (the linear adapter, a few epochs) and the training split."""
+    folder = tmp_path / "clone"
+    folder.mkdir()
+    (emb, dataset), _ = synthetic()
+    stage_folder(folder, [], epochs=3, batch_size=16, holdout_fraction=0.0, patience=0)
+    write_split(folder, dataset, emb)
+    return folder
+
+
+# --- 1. two `dvc exp run` in one workspace ------------------------------------------------
+
+
+def open_for_writing(fifo: Path, reader: subprocess.Popen, timeout: float = 120) -> int:
+    """Open `fifo` for writing once `reader` has opened it for reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            if reader.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the stage never read {fifo}: {reader.communicate()}")
+            time.sleep(0.05)
+
+
+def test_params_yaml_rewritten_by_another_run_fails_the_running_stage(workspace):
+    qa = workspace / io.QA_DIR / "train.json"
+    dataset = qa.read_bytes()
+    qa.unlink()
+    os.mkfifo(qa)  # the stage blocks on its input, after reading params.yaml
+    proc = stage_command("train", workspace)
+    fd = open_for_writing(qa, proc)
+    # The second run composes its params.yaml while the first one trains.
+    stage_folder(workspace, [], epochs=3, batch_size=16, holdout_fraction=0.0, lr=1e30)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as f:
+        f.write(dataset)
+    assert one_line(proc) == (
+        "embedtune train: error: params.yaml changed while train ran (another run in this "
+        "workspace?): use `dvc exp run --queue` for parallel runs"
+    )
+    # nothing produced is lost: the model of the params it read, which dvc.lock does not record
+    assert json.loads((workspace / "models/tuned/config.json").read_text())["method"]
+
+
+# --- 2. `-S train.lr=1e30` -----------------------------------------------------------------
+
+
+def test_a_huge_train_lr_stops_the_stage_naming_it(workspace, monkeypatch, capsys):
+    held_out = {"holdout_fraction": 0.25, "holdout_min_questions": 0}
+    stage_folder(workspace, [], epochs=3, batch_size=16, patience=0, lr=1e30, **held_out)
+    monkeypatch.chdir(workspace)
+    err = fails_in_process(capsys, "train", train_stage.main)
+    assert re.fullmatch(
+        r"embedtune train: error: training diverged at step \d+ \(loss nan\): train\.lr=1e\+30 "
+        r"is too high for train\.method=adapter_linear; lower train\.lr",
+        err,
+    )
+    assert not (workspace / io.TUNED_DIR).exists()  # no epoch was kept
+
+
+# --- 3. truncated and half-written pipeline files -------------------------------------------
+
+
+def test_truncated_tuned_model_is_one_line_naming_it(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    train_stage.main()
+    weights = workspace / io.TUNED_DIR / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    err = one_line(stage_command("retrieve", workspace))
+    assert err.startswith("embedtune retrieve: error: models/tuned/model.safetensors is damaged (")
+    assert err.endswith(
+        ": restore it with `dvc checkout models/tuned` or rebuild it with `dvc repro train`"
+    )
+    assert not (workspace / io.RETRIEVER_DIR).exists()
+
+
+@pytest.mark.parametrize(
+    ("stage", "main"), [("mine", mine_stage.main), ("train", train_stage.main)]
+)
+def test_half_written_questions_are_one_line_naming_them(
+    workspace, monkeypatch, capsys, stage, main
+):
+    monkeypatch.chdir(workspace)
+    qa = io.QA_DIR / "train.json"
+    qa.write_text(qa.read_text()[:1000])
+    err = fails_in_process(capsys, stage, main)
+    assert err.startswith(f"embedtune {stage}: error: data/qa/train.json is damaged (")
+    assert err.endswith(
+        ": restore it with `dvc checkout data/qa` or rebuild it with `dvc repro synth`"
+    )
+
+
+def test_damaged_embeddings_and_mined_file(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    embeddings = io.EMBEDDINGS_DIR / "train.safetensors"
+    embeddings.write_bytes(embeddings.read_bytes()[:-100])
+    err = fails_in_process(capsys, "mine", mine_stage.main)
+    assert "data/embeddings/train.safetensors is damaged (" in err
+    assert err.endswith("`dvc checkout data/embeddings` or rebuild it with `dvc repro embed`")
+    (io.MINED_DIR / "train.json").write_text('{"seen_corpus": []}')  # keys missing
+    err = fails_in_process(capsys, "train", train_stage.main)
+    assert "data/mined/train.json is damaged (" in err and err.endswith("`dvc repro mine`")
+
+
+# --- 4. a stage run before its inputs exist -------------------------------------------------
+
+
+def test_a_stage_on_a_fresh_clone_names_its_missing_input(tmp_path):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    stage_folder(clone, [])  # params.yaml only, as in a fresh clone
+    assert one_line(stage_command("synth", clone)) == (
+        "embedtune synth: error: data/chunks/train.jsonl not found: run `dvc repro chunk` first"
+    )
+    assert sorted(p.name for p in clone.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "main", "missing"),
+    [
+        ("mine", mine_stage.main, "data/qa/train.json not found: run `dvc repro synth` first"),
+        (
+            "retrieve",
+            retrieve_stage.main,
+            "models/tuned/config.json not found: run `dvc repro train`",
+        ),
+    ],
+)
+def test_later_stages_on_a_fresh_clone(tmp_path, monkeypatch, capsys, stage, main, missing):
+    stage_folder(tmp_path, [])
+    monkeypatch.chdir(tmp_path)
+    assert missing in fails_in_process(capsys, stage, main)
+
+
+# --- 6. a read-only models/ -----------------------------------------------------------------
+
+
+def test_read_only_models_is_refused_before_training(workspace, monkeypatch, capsys):
+    import dvclive  # noqa: F401  (imported before the stage runs as another user)
+
+    for path in workspace.rglob("*.json"):  # atomic writes leave 0600, as mkstemp makes them
+        path.chmod(0o644)
+    (workspace / "models").mkdir(mode=0o555)
+    monkeypatch.chdir(workspace)
+    with unprivileged(workspace):
+        err = fails_in_process(capsys, "train", train_stage.main)
+    assert err == (
+        "embedtune train: error: models/ is not writable (Permission denied): make it writable "
+        "(e.g. `chmod u+w models`) and run again"
+    )
+    assert capsys.readouterr().out == ""  # no epoch was trained
+    assert not (workspace / "metrics").exists() and not any((workspace / "models").iterdir())
+
+
+# --- 7. checkpoints of a killed `train` -----------------------------------------------------
+
+HOLD_CHECKPOINTS = """
+import time
+from embedtune.methods.checkpoints import checkpoint_space
+with checkpoint_space() as folder:
+    (folder / "checkpoint-1").mkdir()
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def holding_checkpoints(tmp: Path) -> tuple[subprocess.Popen, Path]:
+    """A process inside `checkpoint_space` (as `train` is while the trainer runs), with the
+    temporary directory `tmp`; and its checkpoint folder."""
+    env = {**cli_env(ROOT / "src"), "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CHECKPOINTS], env=env, stdout=subprocess.PIPE, text=True
+    )
+    folder = Path(proc.stdout.readline().strip())
+    assert folder.parent == tmp and (folder / "checkpoint-1").is_dir()
+    return proc, folder
+
+
+def test_checkpoints_of_a_killed_train_are_removed_by_the_next_one(tmp_path, monkeypatch):
+    from embedtune.methods.checkpoints import checkpoint_space
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    killed, left = holding_checkpoints(tmp)
+    running, kept = holding_checkpoints(tmp)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert left.is_dir()  # a SIGKILL skips every cleanup
+        monkeypatch.setattr("tempfile.tempdir", str(tmp))
+        with checkpoint_space() as own:
+            assert sorted(tmp.iterdir()) == sorted([kept, own])  # a live run's stays
+        assert list(tmp.iterdir()) == [kept]
+    finally:
+        running.kill()
+        running.wait()
