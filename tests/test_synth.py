@@ -1,5 +1,6 @@
-"""The `synth` stage end to end: its files, its answer cache (a cached run loads no LLM and asks
-nothing), the failure gate; and crash safety with real dvc, the real LLM and a real SIGKILL.
+"""The `synth` stage end to end: its files, its answer cache (a cached run loads no LLM, asks
+nothing and changes no byte; a damaged entry is asked again; an unwritable cache is refused before
+the work), the failure gate; and crash safety with real dvc, the real LLM and a real SIGKILL.
 
 The fast tests run the stage against a stub OpenAI-compatible server on 127.0.0.1 (the backend
 and its client are real); the slow ones run `dvc repro` with SmolLM2-135M.
@@ -10,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,22 +61,45 @@ def stage(tmp_path, monkeypatch):
     overrides = ["experiment=cpu", "llm=openai_server", "llm.max_retries=0", "llm.batch_size=2"]
     compose([*overrides, "synth.max_chunks=3"], ROOT / "conf", work / "params.yaml")
 
-    def run(base_url: str, **updates) -> dict:
+    def configure(base_url: str, **updates) -> None:
         params = yaml.safe_load((work / "params.yaml").read_text())
         params["llm"]["base_url"] = base_url
         for key, value in updates.items():
             section, name = key.split(".")
             params[section][name] = value
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(base_url: str, **updates) -> dict:
+        configure(base_url, **updates)
         synth.main()
         return json.loads((work / "metrics" / "synth.json").read_text())
 
-    run.work = work
+    run.work, run.configure, run.cache = work, configure, tmp_path / "cache" / "synth"
     return run
+
+
+def synth_cli(work: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`python -m embedtune.synth` in `work`, as a user runs it (after the command `prefix`)."""
+    env = {
+        "PYTHONPATH": str(ROOT / "src"),
+        "EMBEDTUNE_CACHE_DIR": os.environ["EMBEDTUNE_CACHE_DIR"],
+    }
+    return run_cli([*prefix, sys.executable, "-m", "embedtune.synth"], work, check=False, env=env)
 
 
 def qa_files(work: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((work / "data" / "qa").glob("*.json"))}
+
+
+def outputs(work: Path) -> dict[str, bytes]:
+    """Every file the stage writes, as bytes: what `dvc status` compares."""
+    return {**qa_files(work), "synth.json": (work / "metrics" / "synth.json").read_bytes()}
+
+
+def cache_entry(cache: Path, word: str) -> Path:
+    """The cached answer to the question prompt of the chunk about `word`."""
+    (path,) = [p for p in cache.rglob("*.json") if f"What is {word} used for?" in p.read_text()]
+    return path
 
 
 def posts(stub) -> int:
@@ -101,6 +128,7 @@ def test_stage_writes_the_dataset_metrics_and_failures(stage):
         "drops": {"not_a_question": 3},
         "judged": 0,
         "cached_answers": 0,
+        "cache_damaged": 0,
         "retried_chunks": 0,
         "recovered_chunks": 0,
         "tokens_generated": 36,
@@ -158,15 +186,18 @@ def test_retries_that_find_nothing_leave_the_chunk_failed(stage):
     assert metrics["train"]["failures"] == {"no_valid_question": 3}
 
 
-def test_a_cached_run_loads_no_llm_and_changes_nothing(stage):
+def test_a_cached_run_loads_no_llm_and_changes_nothing(stage, capsys):
     with stub_server(lambda hit, body: answer(body)) as (stub, url):
         stage(url)
-    first = qa_files(stage.work)
+    first = outputs(stage.work)
+    assert json.loads(first["synth.json"])["train"]["tokens_per_s"] > 0
+    capsys.readouterr()
     # The server is gone: a fully cached run must not even look for it.
-    metrics = stage(url)
-    assert (metrics["train"]["cached_answers"], metrics["validation"]["cached_answers"]) == (3, 2)
-    assert metrics["train"]["tokens_per_s"] == 0.0
-    assert qa_files(stage.work) == first  # byte-identical
+    stage(url)
+    assert "train          3 chunks (3 cached) ->" in capsys.readouterr().out
+    # Byte-identical, metrics/synth.json included (issue 21: its tokens/s and cache hits were
+    # rewritten, so `dvc status` flagged synth): they stay those of the run that generated.
+    assert outputs(stage.work) == first
     # Speed-only settings keep the cache; one more chunk costs one request.
     with stub_server(lambda hit, body: answer(body)) as (stub, url):
         metrics = stage(url, **{"llm.concurrency": 1, "llm.batch_size": 7, "synth.max_chunks": 4})
@@ -240,22 +271,24 @@ def test_keyword_queries_and_the_judge_are_asked_counted_and_cached(stage):
         },
         "judged": 9,
         "cached_answers": 0,
+        "cache_damaged": 0,
         "retried_chunks": 0,
         "recovered_chunks": 0,
         "tokens_generated": 3 * (12 + 7 + 3),
         "tokens_per_s": 0,
     }
     # A rerun asks nothing: keyword and judge answers come from the same cache.
-    first = qa_files(stage.work)
+    first = outputs(stage.work)
     with stub_server(lambda hit, body: answer_all_prompts(body)) as (again, url):
-        metrics = stage(url)
-    assert posts(again) == 0 and qa_files(stage.work) == first
-    assert metrics["train"]["cached_answers"] == 3 * 5
+        stage(url)
+    assert posts(again) == 0 and outputs(stage.work) == first
     # Off again: no more requests (the questions are cached), only the questions are kept.
     with stub_server(lambda hit, body: answer_all_prompts(body)) as (stub, url):
         metrics = stage(url, **{"synth.keyword_queries": 0, "synth.judge": None})
     assert posts(stub) == 0
     assert (metrics["train"]["questions"], metrics["train"]["judged"]) == (6, 0)
+    # Nothing generated, but other figures: those of this run, all its answers cached.
+    assert (metrics["train"]["cached_answers"], metrics["train"]["tokens_per_s"]) == (3, 0.0)
 
 
 def test_a_refused_chunk_is_recorded_and_retried_next_run(stage):
@@ -286,11 +319,7 @@ def test_too_many_failed_chunks_stop_the_stage_with_one_line(stage):
             stage(url)
         assert not (stage.work / "data/qa/train.json").exists()
         # The same through the command line: exit 2, one line, no traceback.
-        env = {
-            "PYTHONPATH": str(ROOT / "src"),
-            "EMBEDTUNE_CACHE_DIR": os.environ["EMBEDTUNE_CACHE_DIR"],
-        }
-        proc = run_cli([sys.executable, "-m", "embedtune.synth"], stage.work, check=False, env=env)
+        proc = synth_cli(stage.work)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "embedtune synth: error: synth train: 3 of 3 chunks failed (100% > "
@@ -303,6 +332,100 @@ def test_an_unreachable_server_fails_before_anything_is_written(stage):
     with pytest.raises(EmbedtuneError, match="no server answers"):
         stage("http://127.0.0.1:9/v1")
     assert not (stage.work / "data" / "qa").exists()
+
+
+# --- a damaged or unwritable answer cache (issue 21) ---------------------------------------------
+
+
+def test_a_cache_entry_of_the_wrong_types_is_asked_again_and_replaced(stage):
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        stage(url)
+    first = qa_files(stage.work)
+    entry = cache_entry(stage.cache, "alpha")
+    entry.write_text('{"text": 12345, "new_tokens": 12}')  # what the probe found: AttributeError
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        metrics = stage(url)
+    assert posts(stub) == 1  # only the damaged answer
+    assert (metrics["train"]["cache_damaged"], metrics["train"]["cached_answers"]) == (1, 2)
+    assert metrics["validation"]["cache_damaged"] == 0
+    assert qa_files(stage.work) == first
+    assert json.loads(entry.read_text())["text"].startswith("1. What is alpha used for?")
+
+
+def test_an_empty_folder_in_place_of_a_cache_entry_is_asked_again_and_replaced(stage):
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        stage(url)
+    entry = cache_entry(stage.cache, "bravo")
+    entry.unlink()
+    entry.mkdir()
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        metrics = stage(url)
+    assert posts(stub) == 1 and metrics["train"]["cache_damaged"] == 1
+    assert "What is bravo used for?" in entry.read_text()
+
+
+def test_a_folder_of_files_in_place_of_a_cache_entry_stops_with_one_line(stage):
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        stage(url)
+    before = outputs(stage.work)
+    entry = cache_entry(stage.cache, "bravo")
+    entry.unlink()
+    (entry / "kept").mkdir(parents=True)
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        stage.configure(url)
+        proc = synth_cli(stage.work)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"embedtune synth: error: {entry} is a folder with files in it where the answer cache "
+        "keeps one answer file: move that folder out of the cache and run again"
+    )
+    assert stub.requests == []  # refused before the work: no model even looked for
+    assert outputs(stage.work) == before and (entry / "kept").is_dir()
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[tuple[str, ...]]:
+    """A command prefix under which `folder` really cannot be written. Permission bits do not
+    stop root, so for root it is a read-only bind mount in a private mount namespace (the probe's
+    read-only file system); for anyone else, the folders' write bits are cleared meanwhile."""
+    if os.geteuid() != 0:
+        folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+        for path in folders:
+            path.chmod(0o555)
+        try:
+            yield ()
+        finally:
+            for path in folders:
+                path.chmod(0o755)
+        return
+    mount = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+    prefix = ("unshare", "--mount", "sh", "-c", mount, str(folder))
+    if not shutil.which("unshare") or subprocess.run([*prefix, "true"]).returncode != 0:
+        pytest.skip("root without mount namespaces here: no way to make a folder read-only")
+    yield prefix
+
+
+def test_a_read_only_cache_serves_a_cached_run_and_is_refused_before_new_work(stage):
+    with stub_server(lambda hit, body: answer(body)) as (stub, url):
+        stage(url)
+    first, entries = outputs(stage.work), sorted(stage.cache.rglob("*"))
+    with read_only(stage.cache) as prefix:
+        cached = synth_cli(stage.work, prefix)  # every answer cached: reading is enough
+        assert cached.returncode == 0, cached.stderr
+        assert outputs(stage.work) == first
+        with stub_server(lambda hit, body: answer(body)) as (stub, url):
+            stage.configure(url, **{"synth.max_chunks": 4})  # one chunk more, not cached
+            proc = synth_cli(stage.work, prefix)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    cache = re.escape(str(stage.cache))
+    assert re.fullmatch(
+        rf"embedtune synth: error: the answer cache cannot be written \({cache}/[0-9a-f]{{2}}: "
+        r"(Read-only file system|Permission denied)\) and lacks 1 answer: make "
+        rf"{cache} writable, or set EMBEDTUNE_CACHE_DIR to a writable folder",
+        proc.stderr.strip().splitlines()[-1],
+    )
+    assert stub.requests == []  # refused before the model was looked for
+    assert outputs(stage.work) == first and sorted(stage.cache.rglob("*")) == entries
 
 
 # --- real dvc, real LLM, real SIGKILL (slow) -----------------------------------------------------
@@ -396,3 +519,6 @@ def test_adding_a_document_generates_only_its_chunks(repo):
     assert train["chunks"] == first_chunks + added
     assert synth_metrics(repo)["validation"]["cached_answers"] == chunk_count(repo, "validation")
     print(f"incremental synth for {added} new chunks: {time.perf_counter() - started:.1f} s")
+    # Issue 21: the same stage by hand, every answer cached, leaves dvc nothing to redo.
+    run_cli(["python", "-m", "embedtune.synth"], repo)
+    assert "up to date" in run_cli(["dvc", "status", "synth"], repo).stdout

@@ -1,9 +1,11 @@
-"""The answer cache's key, the cache itself, and `answer_all`: longest prompts first, results in
+"""The answer cache's key, the cache itself (a damaged entry is a counted miss, an unwritable
+cache is refused before any generation), and `answer_all`: longest prompts first, results in
 input order, cached per finished batch, failing per batch; `halve_on_oom`."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -103,6 +105,7 @@ def test_cache_round_trip_and_layout(tmp_path):
     cache = AnswerCache(tmp_path)
     key = answer_key(cfg("llm"), 0, "p")
     assert cache.get(key) is None
+    assert cache.damaged == 0  # not there is a plain miss
     cache.put(key, Generation("Why?", 2))
     assert cache.get(key) == Generation("Why?", 2)
     path = tmp_path / key[:2] / f"{key}.json"
@@ -113,16 +116,88 @@ def test_cache_round_trip_and_layout(tmp_path):
     assert cache.get(key) == Generation("How?", 3)
 
 
-@pytest.mark.parametrize("content", ["", '{"text": "Why', '{"text": "Why?"}', "[1, 2]", "null"])
-def test_a_damaged_cache_file_is_a_miss(tmp_path, content):
-    cache = AnswerCache(tmp_path)
-    key = "ab" + "0" * 62
-    path = tmp_path / "ab" / f"{key}.json"
+DAMAGED = [
+    b"",
+    b'{"text": "Why',
+    b'{"text": "Why?"}',
+    b"[1, 2]",
+    b"null",
+    b'{"text": 12345, "new_tokens": 2}',  # issue 21: valid JSON, wrong types
+    b'{"text": "Why?", "new_tokens": "2"}',
+    b'{"text": "Why?", "new_tokens": true}',
+    b'{"text": "Why?", "new_tokens": -1}',
+    b'{"text": "Why?", "new_tokens": 2, "seed": 0}',
+    b'{"text": "\xff not UTF-8", "new_tokens": 2}',
+]
+
+
+def cache_file(folder, prompt: str):
+    key = _key(prompt)
+    return folder / key[:2] / f"{key}.json"
+
+
+def answer_why(batch: list[str]) -> list[Generation]:
+    return [Generation("Why?", 1) for _ in batch]
+
+
+@pytest.mark.parametrize("content", DAMAGED)
+def test_a_damaged_cache_file_is_a_counted_miss_and_is_replaced(tmp_path, content):
+    path = cache_file(tmp_path, "p")
     path.parent.mkdir()
-    path.write_text(content)
-    assert cache.get(key) is None
-    cache.put(key, Generation("Why?", 1))  # and the next answer replaces it
-    assert cache.get(key) == Generation("Why?", 1)
+    path.write_bytes(content)
+    cache = AnswerCache(tmp_path)
+    results, reused = answer_all(["p"], answer_why, 1, _key, cache)
+    assert (results, reused, cache.damaged) == ([Generation("Why?", 1)], 0, 1)
+    # Replaced through a temporary file and a rename: a valid entry, nothing else left beside it.
+    assert json.loads(path.read_text()) == {"text": "Why?", "new_tokens": 1}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert AnswerCache(tmp_path).get(_key("p")) == Generation("Why?", 1)
+
+
+def test_an_empty_folder_in_place_of_an_answer_is_damaged_and_replaced(tmp_path):
+    path = cache_file(tmp_path, "p")
+    path.mkdir(parents=True)
+    cache = AnswerCache(tmp_path)
+    results, reused = answer_all(["p"], answer_why, 1, _key, cache)
+    assert (results, reused, cache.damaged) == ([Generation("Why?", 1)], 0, 1)
+    assert json.loads(path.read_text()) == {"text": "Why?", "new_tokens": 1}
+
+
+def test_a_folder_with_files_in_place_of_an_answer_is_one_line_before_any_work(tmp_path):
+    path = cache_file(tmp_path, "p")
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("someone's")
+    message = (
+        f"{path} is a folder with files in it where the answer cache keeps one answer file: "
+        "move that folder out of the cache and run again"
+    )
+    with pytest.raises(EmbedtuneError, match=f"^{re.escape(message)}$"):
+        answer_all(["p"], pytest.fail, 1, _key, AnswerCache(tmp_path), prepare=pytest.fail)
+    assert (path / "notes.txt").read_text() == "someone's"  # nothing removed
+
+
+def test_an_unwritable_cache_is_refused_before_the_model_loads(tmp_path):
+    """Read-only for real, whoever runs the test: the cache folder lies under a file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cache = AnswerCache(blocker / "synth")
+    bucket = cache_file(cache.folder, "p").parent
+    message = (
+        f"the answer cache cannot be written ({bucket}: Not a directory) and lacks 1 answer: "
+        f"make {cache.folder} writable, or set EMBEDTUNE_CACHE_DIR to a writable folder"
+    )
+    with pytest.raises(EmbedtuneError, match=f"^{re.escape(message)}$"):
+        answer_all(["p"], pytest.fail, 1, _key, cache, prepare=pytest.fail)
+
+
+def test_a_cache_file_that_cannot_be_written_is_one_line(tmp_path):
+    """What the check before the work cannot foresee (a full disk, a folder made since)."""
+    path = cache_file(tmp_path, "p")
+    path.mkdir(parents=True)
+    (path / "made-since").write_text("")  # after `get` found it empty
+    with pytest.raises(EmbedtuneError, match=f"^cannot write the answer cache file {path} "):
+        AnswerCache(tmp_path).put(_key("p"), Generation("Why?", 1))
+    assert (path / "made-since").exists()
 
 
 # --- answer_all ---------------------------------------------------------------------------------
