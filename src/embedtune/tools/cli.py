@@ -1,6 +1,7 @@
 """The `embedtune` command: helpers around the pipeline (stages themselves run through dvc).
 
 Usage: DAGSHUB_TOKEN=... embedtune remote dagshub OWNER/REPO
+       embedtune search "how do generators work" --k 5
 """
 
 from __future__ import annotations
@@ -36,8 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dagshub.add_argument("--git-url", help="git remote URL instead of HOST/OWNER/REPO.git")
     dagshub.add_argument("--endpoint-url", help="S3 endpoint instead of HOST/OWNER/REPO.s3")
-    dagshub.set_defaults(func=_remote_dagshub)
+    dagshub.set_defaults(func=_remote_dagshub, name="remote dagshub")
+    add_search(commands)
     return parser
+
+
+def add_search(commands) -> None:
+    search = commands.add_parser(
+        "search",
+        help="top chunks of the shipped retriever and the base model for a query",
+        description=(
+            "Rank one split's chunks for QUERY with the retriever `retrieve` shipped "
+            "(models/retriever/retriever.json) and with the dense base model, from the "
+            "pipeline's stored files; prints both side by side."
+        ),
+    )
+    search.add_argument("query", metavar="QUERY", help="what to search for")
+    search.add_argument("--k", type=int, default=5, help="chunks per retriever (default: 5)")
+    search.add_argument(
+        "--split", default="validation", help="train or validation (default: %(default)s)"
+    )
+    search.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON for scripts: a list of rows, one per chunk and column",
+    )
+    search.set_defaults(func=_search, name="search")
 
 
 def _remote_dagshub(args: argparse.Namespace) -> None:
@@ -54,9 +79,19 @@ def _remote_dagshub(args: argparse.Namespace) -> None:
     )
 
 
+def _search(args: argparse.Namespace) -> None:
+    from embedtune.tools import search
+
+    results = search.search(args.query, args.split, args.k)
+    if args.json:
+        print(search.as_json(results))
+    else:
+        search.print_table(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run_stage(f"{args.command} {args.host_kind}", lambda: args.func(args))
+    run_stage(args.name, lambda: args.func(args))
     return 0
 
 
