@@ -62,8 +62,16 @@ def _discovered(tree: ast.AST, own: str, src: Path) -> set[str]:
     return found
 
 
+def entry_module(module: str, src: Path) -> str:
+    """The module `python -m <module>` runs: a package's `__main__`, else the module itself."""
+    main = f"{module}.__main__"
+    is_package = module_file(src, module).name == "__init__.py"
+    return main if is_package and module_file(src, main) else module
+
+
 def import_closure(module: str, src: Path) -> set[Path]:
     """Files of every project module that running `python -m <module>` can import."""
+    module = entry_module(module, src)
     todo, seen = [module, *_parents(module)], set()
     while todo:
         name = todo.pop()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.stage_deps import check_deps, import_closure, imported, stage_module
+from tests.stage_deps import check_deps, entry_module, import_closure, imported, stage_module
 
 SRC = ROOT / "src"
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -57,9 +57,15 @@ def test_closure_follows_lazy_imports_and_registry_discovery():
     }  # fmt: skip
 
 
+def test_a_package_stage_is_its_main_module_and_what_that_imports():
+    export = _relative(import_closure("embedtune.export", SRC))
+    assert {"export/__init__.py", "export/__main__.py", "export/card.py"} <= export
+    assert not any(p.startswith("llm/") for p in export)  # it reports the llm section only
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_params_are_the_sections_its_module_reads(stage):
-    module = importlib.import_module(stage_module(STAGES[stage]["cmd"]))
+    module = importlib.import_module(entry_module(stage_module(STAGES[stage]["cmd"]), SRC))
     assert sorted(STAGES[stage]["params"]) == sorted(module.PARAMS)
 
 

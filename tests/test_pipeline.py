@@ -50,6 +50,21 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
     assert (verdict["heldout_questions"], verdict["shipped"]) == (0, "tuned")
 
 
+def test_pipeline_exports_the_tuned_model_with_its_card(repo):
+    folder = repo / "models/export/model"
+    assert (folder / "modules.json").is_file() and (folder / "llamaindex_adapter").is_dir()
+    card = (folder / "README.md").read_text()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    (tuned,) = [o for o in lock["train"]["outs"] if o["path"] == "models/tuned"]
+    assert f"`models/tuned` md5 `{tuned['md5']}` (dvc.lock)" in card  # written before export ran
+    # the run was made on the project's commit; the fixture committed its results after it
+    project = run_cli(["git", "rev-parse", "HEAD~1"], repo).stdout.strip()
+    assert f"git commit `{project}`" in card
+    eval_mrr = json.loads((repo / "metrics/eval.json").read_text())["tuned"]["mrr@10"]
+    assert "| **tuned (shipped)** |" in card and f"{eval_mrr:.4f} (" in card
+    assert [o["path"] for o in lock["export"]["outs"]] == ["models/export"]
+
+
 def test_second_repro_runs_no_stage(repo):
     out = run_cli(["dvc", "repro"], repo).stdout
     assert "Running stage" not in out
@@ -79,6 +94,7 @@ def test_lr_change_reruns_only_train_and_what_follows(repo):
     assert "Running stage 'train'" in out
     assert "Running stage 'retrieve'" in out
     assert "Running stage 'eval'" in out
+    assert "Running stage 'export'" in out
 
     diff = json.loads(run_cli(["dvc", "metrics", "diff", "--json"], repo).stdout)
     changed = diff["metrics/eval.json"]
@@ -95,6 +111,7 @@ def test_fusion_change_reruns_only_retrieve_and_eval(repo):
     for stage in (*UPSTREAM, "train"):
         assert f"Running stage '{stage}'" not in out
     assert "Running stage 'retrieve'" in out and "Running stage 'eval'" in out
+    assert "Running stage 'export'" in out  # the card reports the new figures
     retrievers = json.loads((repo / "metrics/eval.json").read_text())["retrievers"]
     assert "base+bm25:convex60" in retrievers and "base+bm25:convex50" not in retrievers
 
@@ -174,12 +191,13 @@ TOUCHES = [
     ("src/embedtune/questions.py", {"synth", "mine"}),
     ("src/embedtune/llm/openai_chat.py", {"synth"}),
     ("src/embedtune/readers.py", {"download", "chunk"}),  # download reads data=local files
-    ("src/embedtune/methods/adapters.py", {"train", "retrieve", "eval"}),
-    ("src/embedtune/losses/mnrl.py", {"train", "retrieve", "eval"}),
+    ("src/embedtune/methods/adapters.py", {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/losses/mnrl.py", {"train", "retrieve", "eval", "export"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
     ("src/embedtune/retrieval/fusion/rrf.py", {"retrieve", "eval"}),
-    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "retrieve", "eval"}),
-    ("src/embedtune/config.py", set(UPSTREAM) | {"train", "retrieve", "eval"}),
+    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/config.py", set(UPSTREAM) | {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/export/card.py", {"export"}),
 ]
 
 
@@ -216,7 +234,7 @@ def test_editing_a_question_filter_reruns_synth_and_what_follows(committed):
         text.replace(rule, f"    if line == {dropped!r}:\n        return 'banned'\n" + rule)
     )
     out = run_cli(["dvc", "repro"], repo).stdout
-    for stage in ("synth", "embed", "train", "eval"):
+    for stage in ("synth", "embed", "train", "eval", "export"):
         assert f"Running stage '{stage}'" in out, out
     assert "Running stage 'chunk'" not in out
     dataset = json.loads((repo / "data/qa/train.json").read_text())

@@ -1,0 +1,55 @@
+"""Entry point of stage `export` (see `embedtune.export`): python -m embedtune.export"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from embedtune import io
+from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
+from embedtune.embeddings import load_embeddings, load_encoder
+from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.export.card import card_fields, card_sections
+from embedtune.export.facts import gather
+from embedtune.export.model import Sources, exported, save_exported
+from embedtune.export.usage import FOLDER
+from embedtune.methods.base import load_tuned, method_config
+
+# `llm` is only reported: a plain mapping, so editing an LLM backend does not rerun the stage.
+PARAMS = {
+    "embed": EmbedConfig,
+    "train": method_config,
+    "llm": dict,
+    "retrieve": RetrieveConfig,
+    "eval": EvalConfig,
+}
+MODEL_DIR = Path(FOLDER)
+
+
+def training_split():
+    return io.load_qa("train"), load_embeddings(io.EMBEDDINGS_DIR / "train.safetensors")
+
+
+def main() -> None:
+    params = load_params(PARAMS)
+    facts = gather(params)  # every report file first: a missing one stops before a model loads
+    embed = params.embed.model_copy(update={"device": "cpu", "dtype": "float32"})
+    tuned = load_tuned(io.TUNED_DIR, embed)
+    if tuned.method != params.train.method:
+        raise EmbedtuneError(
+            f"{io.TUNED_DIR} holds {tuned.method}, params.yaml's train.method is "
+            f"{params.train.method}: run `dvc repro train` first"
+        )
+    result = exported(tuned, Sources(lambda: load_encoder(embed), training_split))
+    chunks = len(result.chunks.ids) if result.chunks else 0
+    facts = replace(facts, adapter=result.adapter is not None, chunks=chunks)
+    prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
+    with io.atomic_folder(MODEL_DIR.parent) as folder:
+        save_exported(
+            result, folder / MODEL_DIR.name, prompts, card_fields(facts), card_sections(facts)
+        )
+    print(f"{tuned.method} exported to {MODEL_DIR}/ (model card: {MODEL_DIR}/README.md)")
+
+
+if __name__ == "__main__":
+    run_stage("export", main)
