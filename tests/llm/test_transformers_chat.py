@@ -1,5 +1,5 @@
-"""The local backend: GPU-only settings fail at once on a CPU machine, over-long prompts are
-fitted, and SmolLM2-135M really generates in padded batches."""
+"""The local backend: GPU-only settings (CUDA, 8-bit) fail at once on a CPU machine, over-long
+prompts are fitted, and SmolLM2-135M really generates in padded batches."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ def sharing(smollm2: TransformersChat, seed: int = 0, **updates) -> Transformers
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"quantization": "4bit", "device": "auto"}, r"llm\.quantization=4bit needs a CUDA GPU"),
         ({"quantization": "8bit", "device": "auto"}, r"llm\.quantization=8bit needs a CUDA GPU"),
         ({"quantization": "none", "device": "cuda"}, r"llm\.device=cuda but this machine has no"),
     ],
@@ -62,8 +61,12 @@ def test_model_kwargs():
     assert q.bnb_4bit_use_double_quant and q.bnb_4bit_compute_dtype == torch.bfloat16
     eight = model_kwargs(cfg("llm", "llm=zephyr_4bit", quantization="8bit"), "cuda")
     assert eight["quantization_config"].load_in_8bit
-    with pytest.raises(EmbedtuneError, match="llm.quantization=4bit needs a CUDA GPU"):
-        model_kwargs(cfg("llm", "llm=zephyr_4bit"), "cpu")
+    on_cpu = model_kwargs(cfg("llm", "llm=zephyr_4bit"), "cpu")
+    assert on_cpu["device_map"] == "cpu" and on_cpu["quantization_config"].load_in_4bit
+    assert on_cpu["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16  # llm.dtype
+    assert "device_map" not in four
+    with pytest.raises(EmbedtuneError, match="llm.quantization=8bit needs a CUDA GPU"):
+        model_kwargs(cfg("llm", "llm=zephyr_4bit", quantization="8bit"), "cpu")
 
 
 # --- chat template ------------------------------------------------------------------------------

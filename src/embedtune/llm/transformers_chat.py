@@ -47,13 +47,17 @@ def ensure_chat_template(tokenizer, cfg: TransformersConfig) -> None:
 
 
 def model_kwargs(cfg: TransformersConfig, device: str) -> dict:
-    """`from_pretrained` arguments for `llm.dtype` and `llm.quantization` (bitsandbytes)."""
+    """`from_pretrained` arguments for `llm.dtype` and `llm.quantization` (bitsandbytes).
+
+    4-bit NF4 runs on a CPU too (bitsandbytes >= 0.48 has CPU kernels), slower than float32
+    there: it is for running the recipe's settings anywhere, not for speed. 8-bit needs CUDA.
+    """
     import torch
 
-    if cfg.quantization != "none" and device != "cuda":
+    if cfg.quantization == "8bit" and device != "cuda":
         raise EmbedtuneError(
-            f"llm.quantization={cfg.quantization} needs a CUDA GPU (bitsandbytes), none found; "
-            "run `dvc exp run -S experiment=cpu` for the CPU preset"
+            "llm.quantization=8bit needs a CUDA GPU (bitsandbytes), none found; use "
+            "llm.quantization=4bit or none, or `dvc exp run -S experiment=cpu` for the CPU preset"
         )
     dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
     kwargs = {"dtype": torch.float32 if device == "cpu" and cfg.dtype == "auto" else dtype}
@@ -63,9 +67,11 @@ def model_kwargs(cfg: TransformersConfig, device: str) -> dict:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=torch.bfloat16 if device == "cuda" else kwargs["dtype"],
             bnb_4bit_use_double_quant=True,
         )
+        if device == "cpu":
+            kwargs["device_map"] = "cpu"  # bitsandbytes otherwise looks for a GPU
     elif cfg.quantization == "8bit":
         from transformers import BitsAndBytesConfig
 
@@ -91,6 +97,8 @@ class TransformersChat(ChatBackend):
         cfg = self.cfg
         device = pick_device(cfg.device, "llm.device")
         kwargs = model_kwargs(cfg, device)
+        if cfg.quantization == "4bit" and device == "cpu":
+            print("llm.quantization=4bit on a CPU: NF4 through bitsandbytes, slower than float32")
         path = resolve_model(cfg.model, "llm.model")
         extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(path, **extra)
