@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -182,3 +183,16 @@ def test_stage_error_is_one_line(stage_dir, monkeypatch, capsys):
     assert err.startswith("embedtune chunk: error: data/raw/validation: no documents")
     assert len(err.splitlines()) == 1
     assert not (stage_dir / "data/chunks/validation.jsonl").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_a_missing_split_folder_says_to_run_download(stage_dir, monkeypatch, capsys, split):
+    shutil.rmtree(stage_dir / "data/raw" / split)
+    monkeypatch.chdir(stage_dir)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("chunk", chunk.main)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"embedtune chunk: error: data/raw/{split} not found: run `dvc repro download` first\n"
+    )
+    assert not (stage_dir / "data/chunks").exists()

@@ -4,8 +4,10 @@ already produced is lost.
 
 Parallel runs rewriting params.yaml, truncated and half-written pipeline files, a stage run
 before its inputs exist, a read-only models/, checkpoints a killed `train` left in the temporary
-directory. (Divergence at a huge train.lr: tests/methods; invalid YAML in conf/:
-tests/test_compose.py.)
+directory, a benchmark file that is not UTF-8, an MLflow server that is down, `chunk` before
+`download`, `make params` after a cpu-preset run. (Divergence at a huge train.lr:
+tests/methods; invalid YAML in conf/: tests/test_compose.py; `--git-url=--mirror=push`:
+tests/tools/test_remote.py.)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,15 +24,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import embedtune.mine as mine_stage
 import embedtune.retrieve as retrieve_stage
 import embedtune.train as train_stage
+from embedtune import eval as eval_stage
 from embedtune import io
+from embedtune.compose import compose
 from embedtune.errors import run_stage
 from tests.conftest import ROOT, cli_env
 from tests.methods.helpers import synthetic
+from tests.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
 from tests.test_io import unprivileged
+from tests.test_tracking import closed_port
 from tests.test_train import stage_folder, write_split
 
 
@@ -270,3 +278,107 @@ def test_checkpoints_of_a_killed_train_are_removed_by_the_next_one(tmp_path, mon
     finally:
         running.kill()
         running.wait()
+
+
+@pytest.fixture
+def eval_workdir(request) -> Path:
+    """tests/test_eval.py's `workdir`: what `synth`, `embed` and `train` leave for `eval`."""
+    return request.getfixturevalue("workdir")
+
+
+# --- 8. a benchmark file with a byte that is not UTF-8 --------------------------------------
+
+
+def test_a_benchmark_byte_that_is_not_utf8_stops_eval_naming_file_and_line(eval_workdir, capsys):
+    folder = eval_workdir
+    write_params(folder, benchmarks=["beir/tiny"])
+    queries = folder / "beir/tiny/queries.jsonl"
+    lines = queries.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b"error", b"erreur caf\xe9")  # a Latin-1 e-acute
+    queries.write_bytes(b"\n".join(lines))
+    column = lines[1].index(b"\xe9") + 1
+    assert fails_in_process(capsys, "eval", eval_stage.main) == (
+        f"embedtune eval: error: beir/tiny/queries.jsonl:2: not UTF-8 (byte 0xe9 at column "
+        f"{column}): save the file as UTF-8"
+    )
+    assert not (folder / "metrics").exists()
+
+
+# --- 9. `EMBEDTUNE_MLFLOW=1` with the server down --------------------------------------------
+
+
+def test_mlflow_server_down_costs_eval_nothing(eval_workdir):
+    """`python -m embedtune.eval` as dvc runs it, MLflow on, its port closed: one warning line
+    within seconds, exit 0, every metrics file written."""
+    folder = eval_workdir
+    pytest.importorskip("mlflow")
+    write_params(folder, benchmarks=["beir/tiny"])
+    uri = f"http://127.0.0.1:{closed_port()}"
+    env = {**cli_env(ROOT / "src"), "EMBEDTUNE_MLFLOW": "1", "MLFLOW_TRACKING_URI": uri}
+    env["EMBEDTUNE_CACHE_DIR"] = str(folder / "cache")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "embedtune.eval"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "MLflow" in line]
+    assert warnings == [
+        f"embedtune: warning: MLflow run not logged: {uri} is not reachable (Connection "
+        "refused): start the server, or unset EMBEDTUNE_MLFLOW"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 300  # MLflow alone retried for 4 min 24 s
+    for name in ("eval", "eval_delta", "eval_train", "benchmarks", "eval_seen"):
+        assert json.loads((folder / f"metrics/{name}.json").read_text())
+
+
+# --- 10. `python -m embedtune.chunk` before `download` ----------------------------------------
+
+
+def test_chunk_on_a_fresh_clone_says_to_run_download(tmp_path):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    stage_folder(clone, [])  # params.yaml only, as in a fresh clone
+    assert one_line(stage_command("chunk", clone)) == (
+        "embedtune chunk: error: data/raw/train not found: run `dvc repro download` first"
+    )
+    assert sorted(p.name for p in clone.iterdir()) == ["params.yaml"]
+
+
+# --- 11. `make params`, then `dvc repro`, after a cpu-preset run ----------------------------
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_params_takes_the_runs_overrides(tmp_path):
+    """`make params OVERRIDES=...` composes what `dvc exp run -S ...` did; bare, the GPU recipe
+    (whose `download` would replace data/raw with the arXiv PDFs)."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    venv = Path(sys.executable).parent.parent
+    installed = venv / "bin" / ".installed"  # `setup` is done: never reinstall here
+    make = ["make", "-s", f"VENV={venv}", "-o", str(installed), "params"]
+    env = cli_env(ROOT / "src")
+
+    def composed(*overrides: str) -> dict:
+        compose(list(overrides), conf_dir=ROOT / "conf", output=tmp_path / "expected.yaml")
+        return yaml.safe_load((tmp_path / "expected.yaml").read_text())
+
+    run = ["experiment=cpu", "train.lr=0.003"]  # as `dvc exp run -S experiment=cpu -S train.lr=...`
+    proc = subprocess.run(
+        [*make, f"OVERRIDES={' '.join(run)}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params == composed(*run)
+    assert "arxiv.org" not in str(params["data"]) and params["train"]["lr"] == 0.003
+
+    proc = subprocess.run(make, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params == composed() and "arxiv.org" in str(params["data"])  # the GPU recipe

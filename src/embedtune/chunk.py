@@ -57,6 +57,9 @@ def split_documents(documents: list, cfg: ChunkConfig) -> list[dict]:
 
 def read_splits(cfg: ChunkConfig) -> tuple[dict[str, list], list[BadDocument]]:
     """The documents of each split, and the bad files left out (`skip`); `fail` raises."""
+    for split in io.SPLITS:  # `download` writes both, or neither
+        if not (io.RAW_DIR / split).is_dir():
+            raise io.not_found(io.RAW_DIR / split)
     documents, bad = {}, {}
     for split in io.SPLITS:
         documents[split], bad[split] = read_all(io.RAW_DIR / split, cfg.extensions, Limits.of(cfg))

@@ -135,3 +135,36 @@ def test_bad_benchmark_folder(tmp_path, damage, expected):
 def test_missing_benchmark_folder(tmp_path):
     with pytest.raises(EmbedtuneError, match=r"nowhere: benchmark folder not found \(eval\."):
         load_benchmark(tmp_path / "nowhere")
+
+
+def latin1_line(path: Path, number: int) -> int:
+    """Write "\u00e9" in Latin-1 for the first "a" of line `number` of `path`, as an editor
+    saving in the wrong encoding does; its column."""
+    lines = path.read_bytes().split(b"\n")
+    column = lines[number - 1].index(b"a") + 1
+    lines[number - 1] = lines[number - 1].replace(b"a", b"\xe9", 1)
+    path.write_bytes(b"\n".join(lines))
+    return column
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [("queries.jsonl", 2), ("corpus.jsonl", 3), ("qrels/test.tsv", 4)],
+)
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(tmp_path, name, number):
+    folder = write_beir(tmp_path / "bench")
+    column = latin1_line(folder / name, number)
+    with pytest.raises(EmbedtuneError) as info:
+        load_benchmark(folder)
+    assert str(info.value) == (
+        f"{folder / name}:{number}: not UTF-8 (byte 0xe9 at column {column}): "
+        "save the file as UTF-8"
+    )
+
+
+def test_a_utf8_byte_order_mark_and_crlf_line_ends_are_read(tmp_path):
+    folder = write_beir(tmp_path / "bom")
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        text = (folder / name).read_text().replace("\n", "\r\n")
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_benchmark(folder) == load_benchmark(write_beir(tmp_path / "plain"))

@@ -95,6 +95,8 @@ def test_dagshub_urls_other_host_and_overrides():
         ({"host": "ftp://dagshub.com"}, "--host must be an http"),
         ({"endpoint_url": "127.0.0.1:9"}, "--endpoint-url must be an http"),
         ({"git_url": " "}, "--git-url must not be empty"),
+        ({"git_url": "--mirror=push"}, "--git-url must be a URL or a path, not an option"),
+        ({"git_url": "-uevil"}, "--git-url must be a URL or a path, not an option"),
     ],
 )
 def test_dagshub_urls_refuses_bad_urls(kwargs, message):
@@ -207,6 +209,31 @@ def test_set_git_remote_adds_then_repoints(small_repo):
     assert git_remote_url(small_repo) == "/first.git"
     assert remote.set_git_remote(small_repo, "/second.git") == "/first.git"
     assert git_remote_url(small_repo) == "/second.git"
+
+
+def test_set_git_remote_never_passes_the_url_as_an_option(small_repo):
+    assert remote.set_git_remote(small_repo, "--mirror=push") is None  # after `--`: a URL
+    assert git_remote_url(small_repo) == "--mirror=push"
+    assert remote.set_git_remote(small_repo, "--push") == "--mirror=push"
+    assert git_remote_url(small_repo) == "--push"
+
+
+def test_cli_refuses_a_git_url_that_is_an_option(small_repo):
+    """The probe's command line, through the installed `embedtune` script."""
+    exe = shutil.which("embedtune", path=str(Path(sys.executable).parent))
+    env = {**cli_env(small_repo / "src"), "DAGSHUB_TOKEN": TOKEN}
+    args = [exe, "remote", "dagshub", "o/r", "--git-url=--mirror=push"]
+    proc = subprocess.run(
+        args, cwd=small_repo, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        "embedtune remote dagshub: error: --git-url must be a URL or a path, not an option: "
+        "got '--mirror=push' (write a path starting with '-' as ./-name)\n"
+    )
+    assert git_remote_url(small_repo) == ""  # nothing changed
+    assert not (small_repo / ".dvc/config.local").exists()
 
 
 def test_check_local_config_ignored(small_repo):

@@ -76,6 +76,12 @@ def dagshub_urls(
     base = f"{check_url('--host', host)}/{owner}/{repo}"
     if git_url is not None and not git_url.strip():
         raise EmbedtuneError("--git-url must not be empty")
+    if git_url is not None and git_url.startswith("-"):
+        # git would read it as one of its options (`--mirror=push`, `--upload-pack=...`).
+        raise EmbedtuneError(
+            f"--git-url must be a URL or a path, not an option: got {git_url!r} "
+            "(write a path starting with '-' as ./-name)"
+        )
     return RemoteUrls(
         git=git_url or f"{base}.git",
         endpoint=check_url("--endpoint-url", endpoint_url) if endpoint_url else f"{base}.s3",
@@ -164,11 +170,12 @@ def find_repo(cwd: Path) -> tuple[Path, Path]:
 
 def set_git_remote(top: Path, url: str) -> str | None:
     """Add or re-point the git remote `origin`; return its previous URL, if any."""
-    old = _git(["remote", "get-url", REMOTE], top, check=False)
+    # `--`: nothing after it is read as an option, whatever the URL holds.
+    old = _git(["remote", "get-url", "--", REMOTE], top, check=False)
     if old.returncode == 0:
-        _git(["remote", "set-url", REMOTE, url], top)
+        _git(["remote", "set-url", "--", REMOTE, url], top)
         return old.stdout.strip()
-    _git(["remote", "add", REMOTE, url], top)
+    _git(["remote", "add", "--", REMOTE, url], top)
     return None
 
 
@@ -176,7 +183,7 @@ def check_local_config_ignored(top: Path, dvc_dir: Path) -> Path:
     """`.dvc/config.local`, once sure that git ignores it (a tracked one would leak the token)."""
     path = dvc_dir / "config.local"
     rel = os.path.relpath(path, top)
-    if _git(["check-ignore", "-q", rel], top, check=False).returncode != 0:
+    if _git(["check-ignore", "-q", "--", rel], top, check=False).returncode != 0:
         raise EmbedtuneError(
             f"{rel} is tracked or not ignored by git; it would carry the token: "
             "add '/config.local' to .dvc/.gitignore (and `git rm --cached` it)"
