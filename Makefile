@@ -35,15 +35,17 @@ demo: setup  ## run the whole pipeline offline on CPU (experiment=cpu) and print
 	$(RUN) dvc exp run -S experiment=cpu
 	$(RUN) python -m embedtune.report
 
+TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole on one of them
+
 test: lint  ## lint, then the test suite (offline; includes an end-to-end dvc run)
-	$(RUN) python -m pytest
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup  ## ruff lint and format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-params: setup  ## regenerate params.yaml from conf/ (the default, GPU recipe)
-	$(RUN) python -m embedtune.compose
+params: setup  ## compose conf/ into params.yaml; give a run's overrides: make params OVERRIDES="experiment=cpu" (none: the GPU recipe)
+	$(RUN) python -m embedtune.compose $(OVERRIDES)
 
 report: setup  ## print base vs tuned from metrics/eval.json
 	$(RUN) python -m embedtune.report

@@ -112,9 +112,9 @@ REQUIRED = sorted(
     ((preset, key) for key, (preset, required) in keys_of_presets().items() if required),
     key=lambda pk: dotted(pk[1]),
 )
-MAPPINGS = sorted(
+MAPPINGS = sorted(  # a total order: pytest-xdist's workers must collect the same list
     {(preset, key[:-1]) for preset, key in REQUIRED if len(key) > 1},
-    key=lambda pk: dotted(pk[1]),
+    key=lambda pk: (dotted(pk[1]), pk[0]),
 )
 
 
