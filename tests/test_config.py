@@ -320,6 +320,7 @@ def test_unknown_keys_cover_every_mapping():
         ("default", "embed.model", 7, r"embed\.model must be a valid string, got 7"),
         ("default", "embed.model", "", r"embed\.model must have at least 1 character, got ''$"),
         ("default", "embed.device", "gpu", r"embed\.device must be 'auto', 'cpu' or 'cuda'"),
+        ("default", "embed.devices", ["cuda:0"], r"embed\.devices must have at least 2 items"),
         ("default", "chunk", [1, 2], r": chunk must be a mapping, got \[1, 2\]$"),
         ("default", "chunk.extensions", ".pdf", r"chunk\.extensions must be a valid list"),
         ("default", "chunk.extensions", [".pdf", 3], r"chunk\.extensions\[1\] must be a valid st"),

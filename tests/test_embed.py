@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from embedtune import embed, io
-from embedtune.embeddings import embed_dataset, load_embeddings
+from embedtune.embeddings import BlockStore, embed_dataset, load_embeddings
 from embedtune.errors import run_stage
 from tests.conftest import cfg
 from tests.test_embeddings import DATASET
@@ -35,6 +35,7 @@ def write_params(folder, **embed_updates) -> None:
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(io.CACHE_ENV, str(tmp_path / "cache"))
     io.QA_DIR.mkdir(parents=True)
     (io.QA_DIR / "train.json").write_text(json.dumps(TRAIN))
     (io.QA_DIR / "validation.json").write_text(json.dumps(DATASET))
@@ -113,3 +114,80 @@ def test_stage_with_bad_params_fails_with_one_line(workdir, capsys, edit, messag
     assert err.startswith("embedtune embed: error: params.yaml: ")
     assert err.count("\n") == 1
     assert re.search(message, err)
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the stage stops in the middle of its work."""
+
+
+class Encoder:
+    """The real model, counting its `encode` calls; with `dies_at`, that call never returns."""
+
+    def __init__(self, model, dies_at: int | None = None):
+        self.model, self.dies_at, self.calls = model, dies_at, 0
+
+    def encode(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.dies_at:
+            raise Killed
+        return self.model.encode(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def saved_rows() -> dict[str, torch.Tensor]:
+    rows = {}
+    for split in io.SPLITS:
+        emb = load_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors")
+        rows |= {f"{split}/queries": emb.queries, f"{split}/corpus": emb.corpus}
+    return rows
+
+
+def test_a_killed_embed_resumes_from_the_blocks_it_wrote(workdir, minilm, monkeypatch, capsys):
+    write_params(workdir, batch_size=2)
+    monkeypatch.setattr(BlockStore, "BLOCK_TEXTS", 2)  # 6 blocks: train 1 + 1, validation 2 + 2
+    embed.main()
+    clean = saved_rows()
+    assert not list(workdir.glob("cache/embed-resume/*/*"))  # a finished run leaves none
+    capsys.readouterr()
+
+    io.EMBEDDINGS_DIR.joinpath("train.safetensors").unlink()
+    io.EMBEDDINGS_DIR.joinpath("validation.safetensors").unlink()
+    dying = Encoder(minilm, dies_at=4)
+    monkeypatch.setattr(embed, "load_encoder", lambda cfg: dying)
+    with pytest.raises(Killed):
+        embed.main()
+    (folder,) = (workdir / "cache/embed-resume").iterdir()
+    assert len(list(folder.glob("*.safetensors"))) == 3
+
+    again = Encoder(minilm)
+    monkeypatch.setattr(embed, "load_encoder", lambda cfg: again)
+    embed.main()
+    assert again.calls == 6 - 3  # only the blocks the killed run had not written
+    assert "resumed: 3 blocks read back from" in capsys.readouterr().out
+    resumed = saved_rows()
+    assert all(torch.equal(resumed[name], clean[name]) for name in clean)
+    assert not folder.exists()
+
+
+def test_a_damaged_block_is_encoded_again(tmp_path, minilm):
+    texts = list(DATASET["corpus"].values())
+    first = BlockStore(minilm, 2, tmp_path)
+    rows = first.embed(texts, "")
+    (block,) = tmp_path.iterdir()
+    block.write_bytes(block.read_bytes()[:40])  # half-written
+    again = BlockStore(Encoder(minilm), 2, tmp_path)
+    assert torch.equal(again.embed(texts, ""), rows)
+    assert (again.reused, again.encoder.calls) == (0, 1)
+    assert BlockStore(None, 2, tmp_path).embed(texts, "").equal(rows)  # whole again: no encoder
+
+
+def test_embed_devices_encode_with_a_pool_of_two_cpu_processes(workdir, minilm):
+    write_params(workdir, batch_size=2)
+    embed.main()
+    single = saved_rows()
+    write_params(workdir, batch_size=2, devices=["cpu", "cpu"])
+    embed.main()
+    pooled = saved_rows()
+    assert all(torch.allclose(pooled[name], single[name], atol=1e-5) for name in single)

@@ -166,6 +166,8 @@ class EmbedConfig(Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"]  # auto: float16 on CUDA
     query_prefix: str
     document_prefix: str
+    # the `embed` stage's multi-process pool, e.g. [cuda:0, cuda:1]; null = `device` alone
+    devices: list[str] | None = Field(default=None, min_length=2)
 
 
 class MineConfig(Section):

@@ -6,13 +6,24 @@ Writes data/embeddings/<split>.safetensors with tensors `queries` and `corpus` (
 float32 rows, whatever `embed.dtype` the model ran in) and, in its metadata, the ids of the rows
 in order. `train` and `eval` read these, so changing a training parameter never re-embeds
 anything.
+
+Each block of `BlockStore.BLOCK_TEXTS` texts is written to `<cache>/embed-resume/` as soon as it
+is encoded, so a killed run resumes where it stopped; the folder is removed once both splits
+are written. With `embed.devices`, sentence-transformers' multi-process pool encodes on those
+devices (one process each).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
 from embedtune import io
 from embedtune.config import EmbedConfig, load_params
-from embedtune.embeddings import embed_dataset, load_encoder, save_embeddings
+from embedtune.embeddings import BlockStore, embed_dataset, load_encoder, save_embeddings
 from embedtune.errors import run_stage
 
 PARAMS = {"embed": EmbedConfig}
@@ -22,13 +33,40 @@ def main() -> None:
     params = load_params(PARAMS)
     datasets = {split: io.load_qa(split) for split in io.SPLITS}  # fail before loading the model
     encoder = load_encoder(params.embed)
-    for split, dataset in datasets.items():
-        emb = embed_dataset(encoder, dataset, params.embed)
-        save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
-        print(
-            f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "
-            f"dim {emb.corpus.shape[1]}"
-        )
+    folder = resume_folder(params.embed, str(encoder.device), str(encoder.dtype))
+    with encoding_pool(encoder, params.embed.devices) as pool:
+        blocks = BlockStore(encoder, params.embed.batch_size, folder, pool)
+        for split, dataset in datasets.items():
+            emb = embed_dataset(encoder, dataset, params.embed, blocks)
+            save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
+            print(
+                f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "
+                f"dim {emb.corpus.shape[1]}"
+            )
+    if blocks.reused:
+        print(f"resumed: {blocks.reused} blocks read back from {folder}")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume_folder(embed: EmbedConfig, device: str, dtype: str) -> Path:
+    """This checkout's blocks of one model in one dtype on one kind of device (the numerics
+    differ by each)."""
+    what = [str(Path.cwd().resolve()), embed.model, embed.dtype, device.split(":")[0], dtype]
+    key = hashlib.sha256(json.dumps(what).encode("utf-8")).hexdigest()[:16]
+    return io.cache_root() / "embed-resume" / key
+
+
+@contextmanager
+def encoding_pool(encoder, devices: list[str] | None):
+    """sentence-transformers' multi-process pool on `devices` (None: no pool), stopped after."""
+    if not devices:
+        yield None
+        return
+    pool = encoder.start_multi_process_pool(devices)
+    try:
+        yield pool
+    finally:
+        encoder.stop_multi_process_pool(pool)
 
 
 if __name__ == "__main__":

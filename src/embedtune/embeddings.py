@@ -6,6 +6,7 @@ are safetensors with the ids of the rows in their metadata.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from embedtune import io
 from embedtune.config import EmbedConfig
+from embedtune.errors import EmbedtuneError
 from embedtune.models import encoder_dtype, pick_device, resolve_model
 
 
@@ -36,7 +38,11 @@ def load_encoder(cfg: EmbedConfig, for_training: bool = False):
     return SentenceTransformer(path, device=device, model_kwargs={"dtype": dtype})
 
 
-def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torch.Tensor:
+def embed_texts(
+    encoder, texts: list[str], prefix: str, batch_size: int, pool: dict | None = None
+) -> torch.Tensor:
+    """L2-normalised float32 rows on the CPU; with `pool` (sentence-transformers'
+    `start_multi_process_pool`), encoded by its processes."""
     if not texts:
         return torch.zeros((0, encoder.get_embedding_dimension()))
     vectors = encoder.encode(
@@ -45,23 +51,78 @@ def embed_texts(encoder, texts: list[str], prefix: str, batch_size: int) -> torc
         convert_to_tensor=True,
         normalize_embeddings=True,
         show_progress_bar=False,
+        pool=pool,
     )
     if vectors.dtype != torch.float32:  # half precision leaves norms off 1 by up to ~1e-2
         vectors = torch.nn.functional.normalize(vectors.float(), dim=1)
     return vectors.cpu()
 
 
-def embed_dataset(encoder, dataset: dict, cfg: EmbedConfig) -> SplitEmbeddings:
-    """Embed the queries and corpus of one `EmbeddingQAFinetuneDataset` dict."""
+def embed_dataset(
+    encoder, dataset: dict, cfg: EmbedConfig, blocks: BlockStore | None = None
+) -> SplitEmbeddings:
+    """Embed the queries and corpus of one `EmbeddingQAFinetuneDataset` dict; with `blocks`,
+    block by block, each block kept as soon as it is encoded (see `BlockStore`)."""
     query_ids, corpus_ids = list(dataset["queries"]), list(dataset["corpus"])
     queries = [dataset["queries"][i] for i in query_ids]
     corpus = [dataset["corpus"][i] for i in corpus_ids]
+    if blocks is None:
+        blocks = BlockStore(encoder, cfg.batch_size)
     return SplitEmbeddings(
         query_ids=query_ids,
-        queries=embed_texts(encoder, queries, cfg.query_prefix, cfg.batch_size),
+        queries=blocks.embed(queries, cfg.query_prefix),
         corpus_ids=corpus_ids,
-        corpus=embed_texts(encoder, corpus, cfg.document_prefix, cfg.batch_size),
+        corpus=blocks.embed(corpus, cfg.document_prefix),
     )
+
+
+class BlockStore:
+    """Encodes texts `BLOCK_TEXTS` at a time. With a `folder`, each block's rows are written
+    there as soon as they are encoded, under a name derived from its prefix and texts, and read
+    back instead of encoded again: a killed `embed` resumes where it stopped. The caller gives
+    each model and dtype its own folder and removes it when the stage is done. A list shorter
+    than a block is encoded in one call, exactly as `embed_texts` does."""
+
+    BLOCK_TEXTS = 8192
+
+    def __init__(
+        self, encoder, batch_size: int, folder: Path | None = None, pool: dict | None = None
+    ):
+        self.encoder, self.batch_size, self.folder, self.pool = encoder, batch_size, folder, pool
+        self.reused = 0  # blocks read back from `folder`
+
+    def embed(self, texts: list[str], prefix: str) -> torch.Tensor:
+        if not texts:
+            return embed_texts(self.encoder, texts, prefix, self.batch_size)
+        size = self.BLOCK_TEXTS
+        return torch.cat(
+            [self._block(texts[i : i + size], prefix) for i in range(0, len(texts), size)]
+        )
+
+    def _block(self, texts: list[str], prefix: str) -> torch.Tensor:
+        path = (
+            None if self.folder is None else self.folder / f"{block_key(texts, prefix)}.safetensors"
+        )
+        if path is not None and path.is_file():
+            try:
+                rows = io.read_safetensors(path)[0]["rows"]
+            except (EmbedtuneError, KeyError):  # half-written by a killed run: encode it again
+                rows = None
+            if rows is not None and len(rows) == len(texts):
+                self.reused += 1
+                return rows
+        rows = embed_texts(self.encoder, texts, prefix, self.batch_size, self.pool)
+        if path is not None:
+            from safetensors.torch import save_file
+
+            with io.atomic_path(path) as tmp:
+                save_file({"rows": rows.contiguous()}, str(tmp))
+        return rows
+
+
+def block_key(texts: list[str], prefix: str) -> str:
+    digest = hashlib.sha256(json.dumps([prefix, texts], ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()[:32]
 
 
 def save_embeddings(path: Path, emb: SplitEmbeddings) -> None:
