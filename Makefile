@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 RUN := PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint params report bench-synth bench-eval bench-train bench-quality gpu-check dagshub qwen
+.PHONY: help setup demo test lint params report bench-synth bench-cache bench-eval bench-train bench-quality gpu-check dagshub qwen
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-synth: setup  ## batched synth vs LlamaIndex generate_qa_embedding_pairs (
 
 dagshub: setup  ## point git and DVC at DagsHub: make dagshub REPO=OWNER/REPO (token from DAGSHUB_TOKEN)
 	$(RUN) embedtune remote dagshub "$(REPO)"
+
+bench-cache: setup  ## the synth answer cache: 100,000 answers written, then one fully cached pass
+	$(RUN) python bench/bench_cache.py
 
 bench-eval: setup  ## our eval vs LlamaIndex retriever evaluation (same model, data); last line speedup=
 	$(RUN) python bench/bench_eval.py
