@@ -14,6 +14,7 @@ compressed PDF stream inflates to at most pypdf's 75 MB, and HTML nested deeper 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -243,18 +244,29 @@ def read_document(path: Path, name: str, limits: Limits = Limits()) -> list[Docu
     return documents
 
 
+def read_each(
+    folder: Path, extensions: list[str], limits: Limits = Limits()
+) -> Iterator[list[Document] | BadDocument]:
+    """The files under `folder` with one of `extensions`, in sorted order, one at a time: each
+    file's documents, or the `BadDocument` saying why it cannot be read."""
+    wanted = {e.lower() for e in extensions}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted):
+        try:
+            yield read_document(path, path.as_posix(), limits)
+        except BadDocument as problem:
+            yield problem
+
+
 def read_all(
     folder: Path, extensions: list[str], limits: Limits = Limits()
 ) -> tuple[list[Document], list[BadDocument]]:
-    """The files under `folder` with one of `extensions`, in sorted order: the documents read,
-    and the files that cannot be."""
-    wanted = {e.lower() for e in extensions}
+    """Every document of `read_each`, and the files that cannot be read."""
     documents, bad = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted):
-        try:
-            documents.extend(read_document(path, path.as_posix(), limits))
-        except BadDocument as problem:
-            bad.append(problem)
+    for read in read_each(folder, extensions, limits):
+        if isinstance(read, BadDocument):
+            bad.append(read)
+        else:
+            documents.extend(read)
     return documents, bad
 
 
