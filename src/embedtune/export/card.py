@@ -39,7 +39,7 @@ class CardFacts:
     language: str  # retrieve.bm25.language, the documents' language
     confidence: float  # eval.confidence, of every interval
     manifest: dict  # data/manifest.json
-    synth: dict  # metrics/synth.json
+    synth: dict  # per split: chunks, questions, failed_chunks (data/qa)
     validation: dict  # metrics/eval.json
     validation_delta: dict  # metrics/eval_delta.json
     seen: dict  # metrics/eval_seen.json
@@ -134,11 +134,13 @@ def documents(manifest: dict) -> str:
 
 
 def questions(llm: dict, synth: dict) -> str:
-    rows = ["| split | chunks | questions | coverage | failed chunks |", "|---|---|---|---|---|"]
+    rows = [
+        "| split | chunks with questions | questions | chunks without one |",
+        "|---|---|---|---|",
+    ]
     for split, counts in synth.items():
         rows.append(
-            f"| {split} | {counts.get('chunks', '')} | {counts.get('questions', '')} | "
-            f"{counts.get('coverage', '')} | {counts.get('failed_chunks', '')} |"
+            f"| {split} | {counts['chunks']} | {counts['questions']} | {counts['failed_chunks']} |"
         )
     writer = yaml_block("Questions", llm).split("\n", 2)[2]
     return (

@@ -26,7 +26,6 @@ REPORTS = [
     ("retrieve", io.METRICS_DIR / "retrieve.json", "retrieve"),
     ("retriever", io.RETRIEVER_DIR / "retriever.json", "retrieve"),
     ("training", io.METRICS_DIR / "train" / "metrics.json", "train"),
-    ("synth", io.METRICS_DIR / "synth.json", "synth"),
     ("manifest", io.MANIFEST, "download"),
 ]
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -47,8 +46,25 @@ def gather(params: SimpleNamespace) -> CardFacts:
         commit=git_commit(),
         tuned_md5=locked_md5(io.TUNED_DIR),
         base_hub_id=model if HUB_ID.fullmatch(model) and not Path(model).exists() else None,
+        synth=question_counts(),
         **reports,
     )
+
+
+def question_counts() -> dict:
+    """Per split, from synth's question files (not metrics/synth.json, whose speed figures
+    change on every generation): the chunks with questions, the questions, the chunks
+    without one."""
+    failures = io.read_json(io.QA_DIR / "failures.json")
+    counts = {}
+    for split in io.SPLITS:
+        dataset = io.load_qa(split)
+        counts[split] = {
+            "chunks": len(dataset["corpus"]),
+            "questions": len(dataset["queries"]),
+            "failed_chunks": len(failures.get(split, {})),
+        }
+    return counts
 
 
 def git_commit() -> str:
