@@ -199,6 +199,10 @@ def test_identity_adapter_and_no_bootstrap(workdir):
     # without hit_rate in eval.metrics, the curve goes to k = 10
     curve = (workdir / "metrics/plots/hit_rate_vs_k.csv").read_text().splitlines()
     assert curve[0] == "k,base,tuned" and len(curve) == 1 + 10
+    examples = (workdir / "metrics/examples.md").read_text()
+    assert examples.startswith("# Examples: validation questions the retriever moved most")
+    assert "## Moved up" in examples and "## Moved down" in examples
+    assert "on 4 validation questions" in examples
 
 
 def test_same_params_same_outputs(workdir):

@@ -50,6 +50,12 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
     assert (verdict["heldout_questions"], verdict["shipped"]) == (0, "tuned")
 
 
+def test_pipeline_writes_examples_to_look_at(repo):
+    page = (repo / "metrics/examples.md").read_text()
+    assert "## Moved up" in page and "## Moved down" in page
+    assert "| question | its chunk begins | base rank |" in page
+
+
 def test_pipeline_exports_the_tuned_model_with_its_card(repo):
     folder = repo / "models/export/model"
     assert (folder / "modules.json").is_file() and (folder / "llamaindex_adapter").is_dir()

@@ -18,6 +18,8 @@ reported as "shipped". Writes:
 - metrics/plots/hit_rate_vs_k.csv: hit rate at k = 1..max(eval.metrics.hit_rate), both models;
 - metrics/benchmarks.json: the same on each `eval.benchmarks` folder (BEIR layout), with
   tuned - base and its paired bootstrap interval under "delta";
+- metrics/examples.md: the validation questions the shipped retriever moved most, up and down
+  (`embedtune.examples`);
 - metrics/eval_seen.json: the same on the seen-corpus questions (training-split questions that
   `mine` set aside: neither training nor selection saw them) over the whole training corpus:
   new questions about documents the model was tuned on.
@@ -27,7 +29,6 @@ Ranking, ties (they count against the model) and metrics: `embedtune.retrieval`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from embedtune import io, tracking
@@ -45,6 +46,7 @@ from embedtune.evaluation import (
     query_rows,
     with_tuned,
 )
+from embedtune.examples import compared_retriever, examples_markdown
 from embedtune.methods.base import TunedModel, load_tuned
 from embedtune.mined import load_mined
 from embedtune.report import print_benchmarks, print_retrievers, print_table, print_train_split
@@ -59,9 +61,7 @@ RETRIEVER_FILE = io.RETRIEVER_DIR / "retriever.json"
 
 def shipped_retriever(cfg: RetrieveConfig) -> str:
     """The name of the retriever `retrieve` shipped, checked against today's candidates."""
-    if not RETRIEVER_FILE.is_file():
-        raise EmbedtuneError(f"{RETRIEVER_FILE} not found: run `dvc repro retrieve` first")
-    name = json.loads(RETRIEVER_FILE.read_text()).get("retriever")
+    name = io.read_json(RETRIEVER_FILE, stage="retrieve").get("retriever")
     known = [c.name for c in candidates(cfg)]
     if name not in known:
         raise EmbedtuneError(
@@ -136,6 +136,14 @@ def seen_corpus_metrics(figures: Figures, emb, dataset: dict, tuned, query_ids: 
     return figures.of(result, with_delta=True)
 
 
+def write_examples(result: SplitResult, dataset: dict, shipped: str) -> None:
+    names = {"base", compared_retriever(shipped)}
+    best = {name: result.ranked[name].best for name in names}
+    page = examples_markdown(result.query_ids, best, dataset, shipped)
+    with io.atomic_path(io.METRICS_DIR / "examples.md") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+
+
 def main() -> None:
     params = load_params(PARAMS)
     cfg: EvalConfig = params.eval
@@ -165,6 +173,7 @@ def main() -> None:
     io.write_json(io.METRICS_DIR / "eval_seen.json", seen)
     rows = [r for s in ("validation", "train") for r in query_rows(s, results[s], datasets[s])]
     io.write_csv(io.METRICS_DIR / "eval_queries.csv", rows, QUERY_COLUMNS)
+    write_examples(validation, datasets["validation"], figures.shipped)
     curve = hit_rate_curve(validation, max(cfg.metrics.get("hit_rate", [10])))
     io.write_csv(io.METRICS_DIR / "plots" / "hit_rate_vs_k.csv", curve, ["k", *MODELS])
     print_table(validation.metrics, delta)

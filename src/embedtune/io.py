@@ -39,6 +39,7 @@ PRODUCERS = {
     TUNED_DIR: "train",
     RETRIEVER_DIR: "retrieve",
     EXPORT_DIR: "export",
+    METRICS_DIR / "examples.md": "eval",
 }
 
 
