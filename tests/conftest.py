@@ -42,6 +42,17 @@ def cfg(section: str, *overrides: str, **updates):
     return type(base).model_validate({**base.model_dump(), **updates}, strict=True)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models train faster so on 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """all-MiniLM-L6-v2 from its PyPI package, on the CPU in float32 (do not train it in place:

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import embedtune.mine as mine_stage
@@ -40,13 +39,7 @@ from tests.test_io import unprivileged
 from tests.test_tracking import closed_port
 from tests.test_train import stage_folder, write_split
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stage_command(stage: str, cwd: Path, **popen) -> subprocess.Popen:
@@ -189,13 +182,18 @@ def test_damaged_embeddings_and_mined_file(workspace, monkeypatch, capsys):
 # --- 4. a stage run before its inputs exist -------------------------------------------------
 
 
-def test_a_stage_on_a_fresh_clone_names_its_missing_input(tmp_path):
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("synth", "data/chunks/train.jsonl not found: run `dvc repro chunk` first"),
+        ("chunk", "data/raw/train not found: run `dvc repro download` first"),  # case 10
+    ],
+)
+def test_a_stage_on_a_fresh_clone_names_its_missing_input(tmp_path, stage, message):
     clone = tmp_path / "clone"
     clone.mkdir()
     stage_folder(clone, [])  # params.yaml only, as in a fresh clone
-    assert one_line(stage_command("synth", clone)) == (
-        "embedtune synth: error: data/chunks/train.jsonl not found: run `dvc repro chunk` first"
-    )
+    assert one_line(stage_command(stage, clone)) == f"embedtune {stage}: error: {message}"
     assert sorted(p.name for p in clone.iterdir()) == ["params.yaml"]
 
 
@@ -337,17 +335,8 @@ def test_mlflow_server_down_costs_eval_nothing(eval_workdir):
         assert json.loads((folder / f"metrics/{name}.json").read_text())
 
 
-# --- 10. `python -m embedtune.chunk` before `download` ----------------------------------------
-
-
-def test_chunk_on_a_fresh_clone_says_to_run_download(tmp_path):
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    stage_folder(clone, [])  # params.yaml only, as in a fresh clone
-    assert one_line(stage_command("chunk", clone)) == (
-        "embedtune chunk: error: data/raw/train not found: run `dvc repro download` first"
-    )
-    assert sorted(p.name for p in clone.iterdir()) == ["params.yaml"]
+# --- 10. `python -m embedtune.chunk` before `download`: a case of
+# test_a_stage_on_a_fresh_clone_names_its_missing_input (section 4)
 
 
 # --- 11. `make params`, then `dvc repro`, after a cpu-preset run ----------------------------

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import embedtune.train as train_module
@@ -24,13 +23,7 @@ from embedtune.mined import MINED_FILE, Mined
 from tests.conftest import ROOT, run_cli
 from tests.methods.helpers import synthetic, tiny_dataset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stage_folder(folder: Path, overrides: list[str], **train) -> Path:
