@@ -71,3 +71,8 @@ bench-quality: setup  ## make bench-quality COLLECTION=DIR: the pipeline on a BE
 
 gpu-check: setup  ## prepare .device-inputs for bench/gpu_check.py on a GPU machine (bench/README.md)
 	$(RUN) python bench/gpu_check.py prepare .device-inputs
+
+.PHONY: bench-scale
+BENCH_SCALE_CHUNKS ?= 10000 100000
+bench-scale: setup  ## mine, train (adapter_linear, nudge), retrieve, eval on generated data of 10,000 and 100,000 chunks (BENCH_SCALE_CHUNKS=...; hours on 2 cores); last line scale:
+	$(RUN) python bench/bench_scale.py --chunks $(BENCH_SCALE_CHUNKS)

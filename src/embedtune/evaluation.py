@@ -19,7 +19,7 @@ from embedtune.errors import EmbedtuneError
 from embedtune.methods.base import TunedModel
 from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import metric_at, query_metrics, summarize
-from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank_scored
+from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank_scored_together
 from embedtune.retrieval.retrievers import (
     Candidate,
     RetrievalInputs,
@@ -84,11 +84,11 @@ def compare(
         for side, x in zip(("query", "chunk"), pair, strict=True):
             if not torch.isfinite(x).all():  # NaN scores would compare as never ranked higher
                 raise EmbedtuneError(f"the {model} model gave non-finite {side} embeddings")
-    per_query, ranked = {}, {}
-    for candidate in retrievers or dense_candidates():
-        scorer = inputs.scorer(candidate)
-        ranked[candidate.name] = rank_scored(scorer, query_ids, corpus_ids, qrels)
-        per_query[candidate.name] = query_metrics(ranked[candidate.name], spec)
+    found = retrievers or dense_candidates()
+    names = [c.name for c in found]
+    # every candidate ranks a block before the next block: they share its dense and BM25 scores
+    ranked = rank_scored_together(names, inputs.block_scorer(found), query_ids, corpus_ids, qrels)
+    per_query = {name: query_metrics(ranked[name], spec) for name in names}
     return SplitResult(list(query_ids), per_query, ranked)
 
 

@@ -132,7 +132,8 @@ def mine(
     """
     labelled = [q for q in emb.query_ids if dataset["relevant_docs"].get(q)]
     seen = seen_corpus_questions(labelled, cfg.seen_corpus_fraction, seed)
-    rest = [q for q in labelled if q not in set(seen)]
+    aside = set(seen)  # built once: a set per question made this quadratic
+    rest = [q for q in labelled if q not in aside]
     dropped = {}
     if cfg.roundtrip_top_k:
         ranks = base_ranks(emb, dataset, rest)

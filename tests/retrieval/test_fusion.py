@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval import scores as scores_module
 from embedtune.retrieval.fusion import FUSIONS, make_fusion
 from embedtune.retrieval.scores import competition_ranks, min_max
 
@@ -66,3 +67,16 @@ def test_rows_are_fused_independently():
 def test_bad_settings_name_their_key(kind, settings, message):
     with pytest.raises(EmbedtuneError, match=re.escape(message)):
         make_fusion(kind, settings, 0)
+
+
+def test_shared_transforms_compute_once_per_tensor_and_forget_after():
+    calls = []
+    scores = torch.tensor([[1.0, 3.0, 2.0]])
+    with scores_module.shared_transforms():
+        first = min_max(scores)
+        assert min_max(scores) is first  # the same tensor: computed once
+        assert min_max(scores.clone()) is not first  # another tensor: computed again
+        assert competition_ranks(scores).tolist() == [[3, 1, 2]]
+        calls.append(len(scores_module._shared))
+    assert calls == [3] and scores_module._shared is None
+    assert min_max(scores) is not first  # outside the block nothing is kept

@@ -195,3 +195,89 @@ def test_ranking_in_blocks_is_ranking_at_once(monkeypatch):
 def test_non_finite_scores_stop_ranking():
     with pytest.raises(EmbedtuneError, match="non-finite similarity scores"):
         rank(torch.tensor([[float("nan"), 1.0]]), torch.eye(2), ["q"], ["a", "b"], {"q": {"a": 1}})
+
+
+# --- linear memory: sparse relevance, blocks bounded by the corpus size ------------------------
+
+
+def test_relevant_columns_are_sparse_and_in_corpus_order():
+    relevant = ranking.relevant_columns(
+        ["q0", "q1", "q2"],
+        ["c0", "c1", "c2"],
+        {"q0": {"c2": 2.0, "c0": 1.0}, "q1": {"c1": 0.0}, "q2": {"c1": 0.5}},
+    )
+    assert relevant.bounds.tolist() == [0, 2, 2, 3]
+    assert relevant.columns.tolist() == [0, 2, 1]
+    assert relevant.grades.tolist() == [1.0, 2.0, 0.5]
+    rows, columns, grades = relevant.rows(1, 3)
+    assert rows.tolist() == [1] and columns.tolist() == [1] and grades.tolist() == [0.5]
+
+
+def test_relevant_columns_unknown_chunk_stops_before_scoring():
+    asked = []
+
+    def scorer(lo, hi):
+        asked.append((lo, hi))
+        return torch.zeros(hi - lo, 1)
+
+    with pytest.raises(EmbedtuneError, match="query 'q1': relevant chunk 'c9' is not in"):
+        ranking.rank_scored(scorer, ["q0", "q1"], ["c0"], {"q0": {"c0": 1}, "q1": {"c9": 1}})
+    assert asked == []
+
+
+def test_block_rows_bound_the_scores_by_the_corpus_size(monkeypatch):
+    assert ranking.queries_per_block(100) == ranking.QUERIES_PER_BLOCK  # small corpora: as before
+    rows = ranking.queries_per_block(100_000)
+    assert rows * 100_000 * 8 <= ranking.SCORE_BLOCK_BYTES
+    assert rows >= ranking._MIN_QUERIES_PER_BLOCK
+    assert ranking.queries_per_block(10**9) == ranking._MIN_QUERIES_PER_BLOCK
+    monkeypatch.setattr(ranking, "SCORE_BLOCK_BYTES", 8 * 40 * 50)
+    assert ranking.queries_per_block(40) == 50
+
+
+def test_ranking_asks_the_scorer_for_bounded_blocks_only(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    queries, corpus = torch.randn(500, 8, generator=g), torch.randn(90, 8, generator=g)
+    qids, cids = [f"q{i}" for i in range(500)], [f"c{i}" for i in range(90)]
+    qrels = {q: {cids[i % 90]: 1.0, cids[(5 * i) % 90]: 3.0} for i, q in enumerate(qids)}
+    whole = rank(queries, corpus, qids, cids, qrels)
+    monkeypatch.setattr(ranking, "SCORE_BLOCK_BYTES", 8 * 90 * 40)  # 40 queries a block
+    monkeypatch.setattr(ranking, "_MIN_QUERIES_PER_BLOCK", 1)
+    monkeypatch.setattr(ranking, "_COMPARED_PER_BLOCK", 7 * 90)  # 7 pairs compared at a time
+    scorer, asked = ranking.cosine_scorer(queries, corpus), []
+
+    def counted(lo, hi):
+        asked.append(hi - lo)
+        return scorer(lo, hi)
+
+    blocked = ranking.rank_scored(counted, qids, cids, qrels)
+    assert max(asked) <= 40 and sum(asked) == 500
+    assert all(np.array_equal(a, b) for a, b in zip(whole.ranks, blocked.ranks, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(whole.grades, blocked.grades, strict=True))
+    assert blocked.ranks[0].dtype == np.int64 and blocked.grades[0].dtype == np.float64
+
+
+@pytest.mark.parametrize("compared", [1, 25, 10_000])
+def test_sparse_ranks_match_a_plain_sort_with_ties_and_grades(monkeypatch, compared):
+    # Many ties, several relevant chunks per query of mixed grades, some queries with none;
+    # pairs compared one, one row's worth, or all at once.
+    rng = np.random.default_rng(compared)
+    scores = rng.integers(0, 3, size=(40, 25)).astype(np.float64)
+    relevance = rng.choice([0.0, 0.0, 0.0, 1.0, 2.0, 0.5], size=(40, 25)).astype(np.float32)
+    relevance[::7] = 0
+    monkeypatch.setattr(ranking, "_COMPARED_PER_BLOCK", compared)
+    qids, cids = [f"q{i}" for i in range(40)], [f"c{i}" for i in range(25)]
+    qrels = {
+        q: {cids[c]: float(g) for c, g in enumerate(row) if g}
+        for q, row in zip(qids, relevance, strict=True)
+    }
+    ranked = ranking.rank_scored(lambda lo, hi: torch.from_numpy(scores[lo:hi]), qids, cids, qrels)
+    assert [r.tolist() for r in ranked.ranks] == sorted_ranks(scores, relevance)
+    assert [g.tolist() for g in ranked.grades] == [row[row > 0].tolist() for row in relevance]
+
+
+def test_finite_without_a_mask():
+    assert ranking.finite(torch.tensor([[1.0, 2.0]]))
+    assert ranking.finite(torch.zeros(2, 0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not ranking.finite(torch.tensor([[1.0, bad], [0.0, 0.0]]))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval import ranking
 from embedtune.retrieval.ranking import binary_qrels, rank_scored
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
 from tests.conftest import cfg
@@ -61,3 +62,30 @@ def test_each_candidate_ranks_a_block_at_a_time():
     assert scores.shape == (1, 3) and scores[0, 0] > 0 and scores[0, 2] == 0
     with pytest.raises(EmbedtuneError, match="bm25 needs BM25"):
         RetrievalInputs({"base": base}).scorer(candidates(retrieve())[2])
+
+
+def test_candidates_ranked_together_share_a_block_and_equal_each_alone(monkeypatch):
+    # every candidate over one block's shared dense and BM25 scores (scaled and ranked once)
+    # places every relevant chunk exactly where it places it ranked alone
+    g = torch.Generator().manual_seed(0)
+    words = ["pump", "valve", "seal", "pressure", "leak", "gauge", "rotor", "shaft"]
+    corpus = [" ".join(words[(i * k) % 8] for k in range(1, 5)) for i in range(40)]
+    queries = [" ".join(words[(i + k) % 8] for k in range(2)) for i in range(30)]
+    dense = {
+        m: (torch.randn(30, 6, generator=g).round(), torch.randn(40, 6, generator=g).round())
+        for m in ("base", "tuned")
+    }
+    inputs = RetrievalInputs.build(dense, queries, corpus, retrieve().bm25)
+    qids, cids = [f"q{i}" for i in range(30)], [f"c{i}" for i in range(40)]
+    qrels = binary_qrels(qids, {q: [cids[i], cids[(3 * i) % 40]] for i, q in enumerate(qids)})
+    found = candidates(retrieve())
+    monkeypatch.setattr(ranking, "SCORE_BLOCK_BYTES", 8 * 40 * 7)  # blocks of about 7 queries
+    monkeypatch.setattr(ranking, "_MIN_QUERIES_PER_BLOCK", 1)
+    together = ranking.rank_scored_together(
+        [c.name for c in found], inputs.block_scorer(found), qids, cids, qrels
+    )
+    for c in found:
+        alone = rank_scored(inputs.scorer(c), qids, cids, qrels)
+        assert [r.tolist() for r in together[c.name].ranks] == [r.tolist() for r in alone.ranks]
+    with pytest.raises(EmbedtuneError, match="base\\+bm25:rrf60 needs BM25"):
+        RetrievalInputs(dense).block_scorer(found[3:])

@@ -18,7 +18,8 @@ from embedtune.config import BM25Config, RetrieveConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.fusion import Fusion, make_fusion
 from embedtune.retrieval.lexical import BM25Index
-from embedtune.retrieval.ranking import Scorer, cosine_scorer
+from embedtune.retrieval.ranking import BlockScorer, Scorer, cosine_scorer
+from embedtune.retrieval.scores import shared_transforms
 
 DENSE = ("base", "tuned")
 BM25 = "bm25"
@@ -96,11 +97,46 @@ class RetrievalInputs:
         if candidate.dense is not None:
             dense = cosine_scorer(*self.dense[candidate.dense])
         if candidate.lexical:
-            if self.bm25 is None:
-                raise EmbedtuneError(f"{candidate.name} needs BM25, which was not built")
-            index, tokens = self.bm25, self.query_tokens
-            lexical = lambda lo, hi: index.scores_of_tokens(tokens[lo:hi])  # noqa: E731
+            lexical = self._bm25_scorer(candidate.name)
         if dense is not None and lexical is not None:
             fusion = candidate.fusion
             return lambda lo, hi: fusion.fuse(dense(lo, hi), lexical(lo, hi))
         return dense if dense is not None else lexical
+
+    def _bm25_scorer(self, name: str) -> Scorer:
+        """BM25 scores of a block of queries, for candidate `name` (which needs them)."""
+        if self.bm25 is None:
+            raise EmbedtuneError(f"{name} needs BM25, which was not built")
+        index, tokens = self.bm25, self.query_tokens
+        return lambda lo, hi: index.scores_of_tokens(tokens[lo:hi])
+
+    def block_scorer(self, found: Sequence[Candidate]) -> BlockScorer:
+        """Every candidate of `found`, in order, scored on one block of queries: each dense
+        model's cosine scores and BM25's are computed once per block and shared by the
+        candidates that use them (their fusions share min-max scaling and ranks too)."""
+        dense = {
+            m: cosine_scorer(*self.dense[m])
+            for m in dict.fromkeys(c.dense for c in found)
+            if m is not None
+        }
+        readers = [c.name for c in found if c.lexical]
+        lexical = self._bm25_scorer(readers[0]) if readers else None
+
+        def scores(lo: int, hi: int):
+            parts: dict[str, torch.Tensor] = {}
+
+            def part(key: str) -> torch.Tensor:
+                if key not in parts:
+                    parts[key] = lexical(lo, hi) if key == BM25 else dense[key](lo, hi)
+                return parts[key]
+
+            with shared_transforms():
+                for c in found:
+                    d = part(c.dense) if c.dense is not None else None
+                    bm25 = part(BM25) if c.lexical else None
+                    if d is not None and bm25 is not None:
+                        yield c.name, c.fusion.fuse(d, bm25)
+                    else:
+                        yield c.name, d if d is not None else bm25
+
+        return scores
