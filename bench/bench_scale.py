@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,7 +109,12 @@ def run_child(args: list[str], cwd: Path, log: Path) -> tuple[float, float]:
     started = time.perf_counter()
     with log.open("a") as out:
         child = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        except BaseException:  # interrupted (Ctrl-C, or `timeout` through main's handler)
+            child.kill()
+            child.wait()
+            raise
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
@@ -162,6 +168,7 @@ def main() -> None:
         "--reuse", action="store_true", help="with --keep: run on the data already there"
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the running stage is ended too
     if args.reuse and not args.keep:
         parser.error("--reuse needs --keep")
     last = None

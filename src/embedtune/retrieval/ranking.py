@@ -3,7 +3,8 @@
 The one tie rule of the project: ties count against the model. A relevant chunk ranks after
 every other chunk with the same score that is less relevant (or equally relevant and earlier in
 the corpus), so a collapsed model that scores everything equally gets zero, never a perfect
-score. Training-time selection, `eval` and the benchmarks all rank through `rank_scored`.
+score. Training-time selection, `eval` and the benchmarks all rank through `rank_scored_together`
+(`rank_scored` for one retriever).
 
 Memory grows with the corpus plus the queries, never with their product: queries are scored a
 block at a time (`rank_scored`), a block holding at most about `SCORE_BLOCK_BYTES` of scores; a
