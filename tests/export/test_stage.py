@@ -62,6 +62,12 @@ def pipeline(minilm, tmp_path_factory) -> Path:
     save_embeddings(folder / io.EMBEDDINGS_DIR / "validation.safetensors", validation)
     io.write_json(folder / io.MANIFEST, MANIFEST)
     io.write_json(folder / io.QA_DIR / "failures.json", {"train": {}, "validation": {"c9": "x"}})
+    for split, dataset in datasets.items():  # what `chunk` wrote: each chunk's file and page
+        records = [
+            {"id": cid, "text": text, "file_name": f"{split}.pdf", "page": str(i + 1)}
+            for i, (cid, text) in enumerate(dataset["corpus"].items())
+        ]
+        io.write_jsonl(folder / io.CHUNKS_DIR / f"{split}.jsonl", records)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         for stage in (train_stage, retrieve_stage, eval_stage):
@@ -115,7 +121,25 @@ def test_the_folder_gives_the_embeddings_eval_scored(pipeline, exported):
     assert (exported / "llamaindex_adapter" / "model.safetensors").read_bytes() == (
         pipeline / io.TUNED_DIR / "model.safetensors"
     ).read_bytes()
-    assert sorted(p.name for p in (pipeline / "models" / "export").iterdir()) == ["model"]
+    assert sorted(p.name for p in (pipeline / "models" / "export").iterdir()) == [
+        "model",
+        "retriever",
+    ]
+
+
+def test_the_retriever_folder_is_the_shipped_retriever_over_every_split(pipeline, exported):
+    from embedtune.export.retriever import load_folder
+
+    shipped = read(pipeline / "models/retriever/retriever.json")
+    served = load_folder(pipeline / "models" / "export" / "retriever", method="adapter_linear")
+    settings = served.settings
+    assert (settings["retriever"], settings["dense"]) == (shipped["retriever"], shipped["dense"])
+    assert settings["fusion"] == shipped["fusion"]
+    assert (settings["bm25"] is None) == (shipped["bm25"] is None)
+    train, validation = (read(pipeline / io.QA_DIR / f"{s}.json")["corpus"] for s in io.SPLITS)
+    assert [c["id"] for c in served.chunks] == [*train, *validation]
+    assert served.chunks[-1]["file_name"] == "validation.pdf"
+    assert served.chunks[-1]["page"] == str(len(validation))
 
 
 def test_the_card_reports_what_the_pipeline_recorded(pipeline, exported):

@@ -11,7 +11,9 @@ from embedtune.embeddings import load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError, run_stage
 from embedtune.export.card import card_fields, card_sections
 from embedtune.export.facts import gather
-from embedtune.export.model import Sources, exported, save_exported
+from embedtune.export.model import Sources, exported, normalised, save_exported
+from embedtune.export.retriever import FOLDER as RETRIEVER_FOLDER
+from embedtune.export.retriever import SplitChunks, build, save_folder
 from embedtune.export.usage import FOLDER
 from embedtune.methods.base import load_tuned, method_config
 
@@ -24,10 +26,21 @@ PARAMS = {
     "eval": EvalConfig,
 }
 MODEL_DIR = Path(FOLDER)
+RETRIEVER_DIR = Path(RETRIEVER_FOLDER)
 
 
 def training_split():
     return io.load_qa("train"), load_embeddings(io.EMBEDDINGS_DIR / "train.safetensors")
+
+
+def stored_splits() -> list[SplitChunks]:
+    """Every split's chunks as the pipeline stored them, for the retriever folder."""
+    splits = []
+    for split in io.SPLITS:
+        records = {r["id"]: r for r in io.read_jsonl(io.CHUNKS_DIR / f"{split}.jsonl")}
+        emb = load_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors")
+        splits.append(SplitChunks(split, io.load_qa(split), emb, records))
+    return splits
 
 
 def main() -> None:
@@ -44,11 +57,20 @@ def main() -> None:
     chunks = len(result.chunks.ids) if result.chunks else 0
     facts = replace(facts, adapter=result.adapter is not None, chunks=chunks)
     prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
+    shipped = facts.retriever
+    base = normalised(list(load_encoder(embed))) if shipped["dense"] == "base" else None
+    adapter = result.adapter is not None
+    splits = stored_splits()
+    served = build(
+        shipped, splits, params.retrieve.bm25, prompts, tuned.method, tuned, base, adapter
+    )
     with io.atomic_folder(MODEL_DIR.parent) as folder:
         save_exported(
             result, folder / MODEL_DIR.name, prompts, card_fields(facts), card_sections(facts)
         )
+        save_folder(served, folder / RETRIEVER_DIR.name)
     print(f"{tuned.method} exported to {MODEL_DIR}/ (model card: {MODEL_DIR}/README.md)")
+    print(f"retriever {shipped['retriever']} ({len(served.chunks)} chunks) in {RETRIEVER_DIR}/")
 
 
 if __name__ == "__main__":
