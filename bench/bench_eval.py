@@ -49,13 +49,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from embedtune.chunk import split_documents  # noqa: E402
+from embedtune.chunk.__main__ import split_documents  # noqa: E402
+from embedtune.chunk.readers import read_documents  # noqa: E402
 from embedtune.compose import composed_params  # noqa: E402
+from embedtune.download.sources import pydoc_pdf  # noqa: E402
 from embedtune.embeddings import embed_texts, load_encoder  # noqa: E402
-from embedtune.readers import read_documents  # noqa: E402
 from embedtune.retrieval.metrics import query_metrics  # noqa: E402
 from embedtune.retrieval.ranking import cosine_scores, rank, relevance_matrix  # noqa: E402
-from embedtune.sources import pydoc_pdf  # noqa: E402
 
 TIE_EPS = 1e-5  # scores this close to the gold chunk's may be ordered either way
 QA_FILE = Path("data/qa/validation.json")

@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.chunk import split_documents
+from embedtune.chunk.__main__ import split_documents
+from embedtune.chunk.readers import read_documents
 from embedtune.compose import composed_params
-from embedtune.llm.answers import answer_all, answer_key
-from embedtune.llm.base import Generation, make_chat
-from embedtune.qa import build_prompt, resolve_prompt
-from embedtune.readers import read_documents
-from embedtune.sources import download_all
+from embedtune.download.sources import download_all
+from embedtune.synth.llm.answers import answer_all, answer_key
+from embedtune.synth.llm.base import Generation, make_chat
+from embedtune.synth.qa import build_prompt, resolve_prompt
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

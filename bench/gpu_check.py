@@ -149,7 +149,7 @@ def dataset_of(pairs: list) -> dict:
 
 def check_training(method: str, section: dict, inputs, batch_size: int | None = None) -> dict:
     """Seconds and optimiser steps/s of one epoch of `method`'s own `train`."""
-    from embedtune.methods.base import TrainingLog, get_method
+    from embedtune.train.methods.base import TrainingLog, get_method
 
     changes = {"epochs": 1, "holdout_fraction": 0.0, "holdout_min_questions": 0, "patience": 0}
     if batch_size:
@@ -181,7 +181,7 @@ def run(inputs: Path, args: argparse.Namespace) -> dict:
 
     from embedtune.config import EmbedConfig
     from embedtune.embeddings import SplitEmbeddings, embed_texts, load_encoder
-    from embedtune.methods.base import TrainingInputs
+    from embedtune.train.methods.base import TrainingInputs
 
     device = "cpu" if args.tiny else "cuda"
     sections = json.loads((inputs / SECTIONS).read_text())

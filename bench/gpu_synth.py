@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.llm.answers import answer_all, halve_on_oom
-from embedtune.llm.base import Generation
-from embedtune.llm.transformers_chat import TransformersChat, TransformersConfig
+from embedtune.synth.llm.answers import answer_all, halve_on_oom
+from embedtune.synth.llm.base import Generation
+from embedtune.synth.llm.transformers_chat import TransformersChat, TransformersConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = "prompts.json"
@@ -63,7 +63,7 @@ def prepare(folder: Path, chunks: int) -> None:
 
     from embedtune.compose import composed_params
     from embedtune.models import resolve_model
-    from embedtune.qa import build_prompt, resolve_prompt
+    from embedtune.synth.qa import build_prompt, resolve_prompt
 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from embedtune import io, synth
-from embedtune.chunk import split_documents
+import embedtune.synth.__main__ as synth
+from embedtune import io
+from embedtune.chunk.__main__ import split_documents
+from embedtune.chunk.readers import read_documents
 from embedtune.compose import compose
 from embedtune.config import ChunkConfig, load_params
-from embedtune.readers import read_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 

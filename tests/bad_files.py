@@ -12,7 +12,7 @@ from fpdf import FPDF
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject, StreamObject
 
-from embedtune.pdf import render_pdf
+from embedtune.download.pdf import render_pdf
 
 WORDS = "loop body item sequence condition break continue else range iterator".split()
 

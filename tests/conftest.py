@@ -66,7 +66,7 @@ def minilm():
 def smollm2():
     """SmolLM2-135M-Instruct (GGUF, from its PyPI package) loaded through our transformers
     backend with the cpu preset's settings (seed 0)."""
-    from embedtune.llm.transformers_chat import TransformersChat
+    from embedtune.synth.llm.transformers_chat import TransformersChat
 
     return TransformersChat(cfg("llm"), seed=0).load()
 

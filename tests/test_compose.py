@@ -113,7 +113,7 @@ def test_experiment_cpu_overrides_several_groups():
 
 
 def test_data_local_preset_sets_chunk_extensions():
-    from embedtune.sources import LOCAL_EXTENSIONS
+    from embedtune.download.sources import LOCAL_EXTENSIONS
 
     params = composed("data=local")
     assert params.chunk.extensions == list(LOCAL_EXTENSIONS)
@@ -232,9 +232,9 @@ def test_all_schemas_name_every_section():
 
 
 def test_every_registered_part_has_a_conf_option():
-    from embedtune.llm.base import BACKENDS
-    from embedtune.losses import LOSSES
-    from embedtune.methods.base import METHODS
+    from embedtune.synth.llm.base import BACKENDS
+    from embedtune.train.losses import LOSSES
+    from embedtune.train.methods.base import METHODS
 
     def values(group: str, key: str) -> set[str]:
         """`key` of every option of `group`, as composed."""
@@ -249,7 +249,7 @@ def test_every_registered_part_has_a_conf_option():
     assert values("train/loss", "name") == set(LOSSES.names())
 
 
-SCHEMA_PACKAGES = ("embedtune.llm", "embedtune.methods", "embedtune.losses")
+SCHEMA_PACKAGES = ("embedtune.synth.llm", "embedtune.train.methods", "embedtune.train.losses")
 # Records, not settings: a document names its origin (url or pydoc_topics) and may pin sha256.
 DOCUMENTED_DEFAULTS = {("Source", "url"), ("Source", "sha256"), ("Source", "pydoc_topics")}
 
@@ -274,9 +274,9 @@ def schemas_in_source() -> list[type[BaseModel]]:
 
 
 def test_every_schema_is_found():
-    from embedtune.llm.base import BACKENDS
-    from embedtune.losses import LOSSES
-    from embedtune.methods.base import METHODS
+    from embedtune.synth.llm.base import BACKENDS
+    from embedtune.train.losses import LOSSES
+    from embedtune.train.methods.base import METHODS
 
     found = set(schemas_in_source())
     registered = {

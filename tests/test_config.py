@@ -229,9 +229,9 @@ def test_unknown_top_level_key(tmp_path):
 def test_absent_keys_cover_every_section_and_registered_schema():
     keys = {dotted(key) for _, key in REQUIRED}
     assert set(SECTIONS) <= keys
-    from embedtune.llm.base import BACKENDS
-    from embedtune.losses import LOSSES
-    from embedtune.methods.base import METHODS
+    from embedtune.synth.llm.base import BACKENDS
+    from embedtune.train.losses import LOSSES
+    from embedtune.train.methods.base import METHODS
 
     for registry, section in ((BACKENDS, "llm"), (METHODS, "train"), (LOSSES, "train.loss")):
         for name in registry.names():

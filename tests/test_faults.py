@@ -6,7 +6,7 @@ Parallel runs rewriting params.yaml, truncated and half-written pipeline files, 
 before its inputs exist, a read-only models/, checkpoints a killed `train` left in the temporary
 directory, a benchmark file that is not UTF-8, an MLflow server that is down, `chunk` before
 `download`, `make params` after a cpu-preset run. (Divergence at a huge train.lr:
-tests/methods; invalid YAML in conf/: tests/test_compose.py; `--git-url=--mirror=push`:
+tests/train/methods; invalid YAML in conf/: tests/test_compose.py; `--git-url=--mirror=push`:
 tests/tools/test_remote.py.)
 """
 
@@ -25,19 +25,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-import embedtune.mine as mine_stage
-import embedtune.retrieve as retrieve_stage
-import embedtune.train as train_stage
-from embedtune import eval as eval_stage
+import embedtune.eval.__main__ as eval_stage
+import embedtune.mine.__main__ as mine_stage
+import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.compose import compose
 from embedtune.errors import run_stage
 from tests.conftest import ROOT, cli_env
-from tests.methods.helpers import synthetic
-from tests.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
+from tests.eval.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
+from tests.eval.test_tracking import closed_port
 from tests.test_io import unprivileged
-from tests.test_tracking import closed_port
-from tests.test_train import stage_folder, write_split
+from tests.train.methods.helpers import synthetic
+from tests.train.test_train import stage_folder, write_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -238,7 +238,7 @@ def test_read_only_models_is_refused_before_training(workspace, monkeypatch, cap
 
 HOLD_CHECKPOINTS = """
 import time
-from embedtune.methods.checkpoints import checkpoint_space
+from embedtune.train.methods.checkpoints import checkpoint_space
 with checkpoint_space() as folder:
     (folder / "checkpoint-1").mkdir()
     print(folder, flush=True)
@@ -259,7 +259,7 @@ def holding_checkpoints(tmp: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def test_checkpoints_of_a_killed_train_are_removed_by_the_next_one(tmp_path, monkeypatch):
-    from embedtune.methods.checkpoints import checkpoint_space
+    from embedtune.train.methods.checkpoints import checkpoint_space
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -280,7 +280,7 @@ def test_checkpoints_of_a_killed_train_are_removed_by_the_next_one(tmp_path, mon
 
 @pytest.fixture
 def eval_workdir(request) -> Path:
-    """tests/test_eval.py's `workdir`: what `synth`, `embed` and `train` leave for `eval`."""
+    """tests/eval/test_eval.py's `workdir`: what `synth`, `embed` and `train` leave for `eval`."""
     return request.getfixturevalue("workdir")
 
 

@@ -194,11 +194,11 @@ def _stages_to_rerun(repo: Path) -> set[str]:
 
 # A source edit -> exactly the stages whose results it can change (and none other).
 TOUCHES = [
-    ("src/embedtune/questions.py", {"synth", "mine"}),
-    ("src/embedtune/llm/openai_chat.py", {"synth"}),
-    ("src/embedtune/readers.py", {"download", "chunk"}),  # download reads data=local files
-    ("src/embedtune/methods/adapters.py", {"train", "retrieve", "eval", "export"}),
-    ("src/embedtune/losses/mnrl.py", {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/synth/questions.py", {"synth", "mine"}),
+    ("src/embedtune/synth/llm/openai_chat.py", {"synth"}),
+    ("src/embedtune/chunk/readers.py", {"download", "chunk"}),  # download reads data=local files
+    ("src/embedtune/train/methods/adapters.py", {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/train/losses/mnrl.py", {"train", "retrieve", "eval", "export"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
     ("src/embedtune/retrieval/fusion/rrf.py", {"retrieve", "eval"}),
     ("src/embedtune/retrieval/metrics/mrr.py", {"train", "retrieve", "eval", "export"}),
@@ -231,7 +231,7 @@ def _a_question_of_a_chunk_with_two(repo: Path) -> str:
 def test_editing_a_question_filter_reruns_synth_and_what_follows(committed):
     repo = committed
     dropped = _a_question_of_a_chunk_with_two(repo)
-    source = repo / "src/embedtune/questions.py"
+    source = repo / "src/embedtune/synth/questions.py"
     rule = '    if not line.endswith("?"):\n        return "not_a_question"\n'
     text = source.read_text()
     assert rule in text
@@ -250,7 +250,7 @@ def test_editing_a_question_filter_reruns_synth_and_what_follows(committed):
 
 def test_editing_the_adapter_loader_reruns_eval(committed):
     repo = committed
-    source = repo / "src/embedtune/methods/adapters.py"
+    source = repo / "src/embedtune/train/methods/adapters.py"
     text = source.read_text()
     anchor = "        adapter = self.rebuild(saved_config(folder))\n"
     assert anchor in text

@@ -136,10 +136,10 @@ def test_missing_package_fails_loudly():
 
 
 def test_project_registries():
-    from embedtune.llm.base import BACKENDS
-    from embedtune.losses import LOSSES
-    from embedtune.methods.base import METHODS
     from embedtune.retrieval.metrics import METRICS
+    from embedtune.synth.llm.base import BACKENDS
+    from embedtune.train.losses import LOSSES
+    from embedtune.train.methods.base import METHODS
 
     assert BACKENDS.names() == ["openai", "transformers"]
     assert METHODS.names() == ["adapter_2layer", "adapter_linear", "full", "nudge"]

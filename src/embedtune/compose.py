@@ -51,8 +51,8 @@ def yaml_problem(err, conf_dir: Path) -> str:
 def all_schemas() -> dict:
     """The schema of every section of params.yaml (plug-in sections: the part they name)."""
     from embedtune import config
-    from embedtune.llm.base import backend_config
-    from embedtune.methods.base import method_config
+    from embedtune.synth.llm.base import backend_config
+    from embedtune.train.methods.base import method_config
 
     return {
         "seed": int,

@@ -2,7 +2,7 @@
 
 A part is one module inside the registry's package that registers itself with a decorator:
 
-    METHODS = Registry("train.method", "embedtune.methods")
+    METHODS = Registry("train.method", "embedtune.train.methods")
 
     @METHODS.register("adapter_linear")
     class LinearMethod: ...

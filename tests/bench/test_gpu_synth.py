@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from embedtune.llm.transformers_chat import TransformersConfig
+from embedtune.synth.llm.transformers_chat import TransformersConfig
 from tests.conftest import cfg, run_cli
 
 pytestmark = pytest.mark.slow

@@ -16,13 +16,19 @@ import torch
 
 from embedtune.embeddings import SplitEmbeddings, embed_dataset, load_encoder
 from embedtune.errors import EmbedtuneError
-from embedtune.evaluation import with_tuned
+from embedtune.eval.evaluation import with_tuned
 from embedtune.export.model import Sources, adapter_modules, exported, save_exported
 from embedtune.export.usage import FOLDER, loading
-from embedtune.methods.base import TrainingInputs, TrainingLog, get_method, load_tuned, save_tuned
-from embedtune.methods.nudge import text_key
+from embedtune.train.methods.base import (
+    TrainingInputs,
+    TrainingLog,
+    get_method,
+    load_tuned,
+    save_tuned,
+)
+from embedtune.train.methods.nudge import text_key
 from tests.conftest import cfg
-from tests.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()  # prefixes "query: " and "passage: ": the folder must add them itself
 FIELDS = {"language": ["en"], "model_name": "test", "base_model": None, "tags": ["embedtune"]}
@@ -226,9 +232,9 @@ def test_a_base_model_without_normalisation_is_normalised_as_eval_does(
 ):
     from sentence_transformers import SentenceTransformer
 
-    from embedtune.methods.adapters import AdapterModel
-    from embedtune.methods.full import FullModel
-    from embedtune.methods.linear import LinearAdapter
+    from embedtune.train.methods.adapters import AdapterModel
+    from embedtune.train.methods.full import FullModel
+    from embedtune.train.methods.linear import LinearAdapter
 
     embed = unnormalised_embed
     encoder = load_encoder(embed)

@@ -20,11 +20,11 @@ from embedtune.embeddings import embed_dataset, embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.export.model import Sources, exported, normalised, save_exported
 from embedtune.export.retriever import FOLDER, SplitChunks, build, load_folder, save_folder
-from embedtune.methods.full import FullModel
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
+from embedtune.train.methods.full import FullModel
 from tests.conftest import ROOT, cfg
 from tests.export.test_export import FIELDS
-from tests.methods.helpers import embed_cfg
+from tests.train.methods.helpers import embed_cfg
 
 pytest.importorskip(
     "llama_index.retrievers.bm25",

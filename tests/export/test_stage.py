@@ -13,20 +13,20 @@ import pytest
 import torch
 import yaml
 
-import embedtune.eval as eval_stage
+import embedtune.eval.__main__ as eval_stage
 import embedtune.export.__main__ as export_stage
-import embedtune.retrieve as retrieve_stage
-import embedtune.train as train_stage
+import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_dataset, load_embeddings, save_embeddings
 from embedtune.errors import run_stage
-from embedtune.evaluation import with_tuned
+from embedtune.eval.evaluation import with_tuned
 from embedtune.export.facts import git_commit, locked_md5
-from embedtune.methods.base import load_tuned
+from embedtune.train.methods.base import load_tuned
 from tests.export.test_export import validation_dataset
-from tests.methods.helpers import tiny_dataset
-from tests.test_train import stage_folder, write_split
+from tests.train.methods.helpers import tiny_dataset
+from tests.train.test_train import stage_folder, write_split
 
 PREFIXES = {"query_prefix": "query: ", "document_prefix": "passage: "}
 MANIFEST = {

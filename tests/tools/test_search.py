@@ -1,6 +1,6 @@
 """`embedtune search` on a small pipeline state in a temporary working directory: chunks from
 the real `chunk` splitter, QA data, base embeddings of all-MiniLM-L6-v2 saved as `embed` saves
-them, a tuned adapter saved by `embedtune.methods`, and the retriever.json the real `retrieve`
+them, a tuned adapter saved by `embedtune.train.methods`, and the retriever.json the real `retrieve`
 stage writes. The rankings are checked against `eval`'s own ranking code and hand-made scores."""
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import embedtune.retrieve.__main__ as retrieve_stage
 from embedtune import io
-from embedtune import retrieve as retrieve_stage
-from embedtune.chunk import split_documents
+from embedtune.chunk.__main__ import split_documents
 from embedtune.embeddings import embed_dataset, embed_texts, load_embeddings, save_embeddings
-from embedtune.evaluation import evaluate
-from embedtune.methods.base import load_tuned, save_tuned
-from embedtune.mined import MINED_FILE, Mined
-from embedtune.qa import query_id
+from embedtune.eval.evaluation import evaluate
+from embedtune.mine.mined import MINED_FILE, Mined
 from embedtune.retrieval.lexical import BM25Index
+from embedtune.synth.qa import query_id
 from embedtune.tools import cli
+from embedtune.train.methods.base import load_tuned, save_tuned
 from tests.conftest import ROOT, cfg, cli_env
-from tests.test_eval import scrambling_adapter
+from tests.eval.test_eval import scrambling_adapter
 
 # (file name, page label or None for a text file, text): one chunk each
 PAGES = {

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from embedtune.errors import EmbedtuneError
-from embedtune.llm.base import Generation, make_chat
-from embedtune.llm.openai_chat import OpenAIChat
+from embedtune.synth.llm.base import Generation, make_chat
+from embedtune.synth.llm.openai_chat import OpenAIChat
 from embedtune.tools.serve import (
     Job,
     RequestError,

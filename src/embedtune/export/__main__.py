@@ -15,7 +15,7 @@ from embedtune.export.model import Sources, exported, normalised, save_exported
 from embedtune.export.retriever import FOLDER as RETRIEVER_FOLDER
 from embedtune.export.retriever import SplitChunks, build, save_folder
 from embedtune.export.usage import FOLDER
-from embedtune.methods.base import load_tuned, method_config
+from embedtune.train.methods.base import load_tuned, method_config
 
 # `llm` is only reported: a plain mapping, so editing an LLM backend does not rerun the stage.
 PARAMS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from embedtune.export.usage import CHUNK_EMBEDDINGS, CHUNKS, loading
-from embedtune.methods.heldout import HELDOUT_NAME
+from embedtune.train.methods.heldout import HELDOUT_NAME
 
 # PyStemmer's language names (retrieve.bm25.language) -> the ISO 639-1 codes model cards use.
 LANGUAGES = {

@@ -22,11 +22,11 @@ from embedtune import io
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.export.usage import CHUNK_EMBEDDINGS, CHUNKS, LLAMAINDEX_ADAPTER
-from embedtune.methods.adapters import AdapterModel
-from embedtune.methods.full import FullModel
-from embedtune.methods.linear import LinearAdapter
-from embedtune.methods.nudge import NudgeModel, text_key
-from embedtune.methods.two_layer import TwoLayerAdapter
+from embedtune.train.methods.adapters import AdapterModel
+from embedtune.train.methods.full import FullModel
+from embedtune.train.methods.linear import LinearAdapter
+from embedtune.train.methods.nudge import NudgeModel, text_key
+from embedtune.train.methods.two_layer import TwoLayerAdapter
 
 
 @dataclass(frozen=True)

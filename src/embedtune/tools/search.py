@@ -74,7 +74,7 @@ def require(path: Path) -> None:
 
 def shipped_name(cfg: RetrieveConfig) -> str:
     """The retriever `retrieve` shipped, checked against params.yaml as `eval` checks it."""
-    from embedtune.eval import RETRIEVER_FILE, shipped_retriever
+    from embedtune.eval.__main__ import RETRIEVER_FILE, shipped_retriever
 
     with io.reading(RETRIEVER_FILE, stage="retrieve"):  # damaged JSON: one line too
         return shipped_retriever(cfg)
@@ -108,7 +108,7 @@ def retrieval_inputs(
     """What the base model and the shipped retriever need to score the split for `query`: the
     query encoded by the base model (and the tuned one when shipped uses it), BM25 if used."""
     from embedtune.embeddings import embed_texts, load_encoder
-    from embedtune.evaluation import with_tuned
+    from embedtune.eval.evaluation import with_tuned
 
     embed: EmbedConfig = params.embed
     base_q = embed_texts(load_encoder(embed), [query], embed.query_prefix, embed.batch_size)
@@ -169,7 +169,7 @@ class Results:
 def search(query: str, split: str = "validation", k: int = 5) -> Results:
     """The top `k` chunks of `split` for `query` by the base model and the shipped retriever,
     from the pipeline's files in the working directory."""
-    from embedtune.methods.base import load_tuned
+    from embedtune.train.methods.base import load_tuned
 
     check_request(query, split, k)
     params = load_params(PARAMS)

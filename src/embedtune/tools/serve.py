@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from embedtune.errors import EmbedtuneError, run_stage
-from embedtune.llm.base import Generation
-from embedtune.llm.transformers_chat import TransformersChat, TransformersConfig
+from embedtune.synth.llm.base import Generation
+from embedtune.synth.llm.transformers_chat import TransformersChat, TransformersConfig
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
