@@ -79,17 +79,26 @@ def embed_dataset(
 class BlockStore:
     """Encodes texts `BLOCK_TEXTS` at a time. With a `folder`, each block's rows are written
     there as soon as they are encoded, under a name derived from its prefix and texts, and read
-    back instead of encoded again: a killed `embed` resumes where it stopped. The caller gives
-    each model and dtype its own folder and removes it when the stage is done. A list shorter
-    than a block is encoded in one call, exactly as `embed_texts` does."""
+    back instead of encoded again (a damaged block is encoded again): a killed `embed` resumes
+    where it stopped, and `eval` embeds a benchmark once per model. The caller gives each model
+    and dtype its own folder (`encoder_key`). With `read_only`, blocks are read from `folder`
+    but none is written. A list shorter than a block is encoded in one call, exactly as
+    `embed_texts` does."""
 
     BLOCK_TEXTS = 8192
 
     def __init__(
-        self, encoder, batch_size: int, folder: Path | None = None, pool: dict | None = None
+        self,
+        encoder,
+        batch_size: int,
+        folder: Path | None = None,
+        pool: dict | None = None,
+        read_only: bool = False,
     ):
         self.encoder, self.batch_size, self.folder, self.pool = encoder, batch_size, folder, pool
+        self.read_only = read_only
         self.reused = 0  # blocks read back from `folder`
+        self.encoded = 0  # blocks encoded by the model
 
     def embed(self, texts: list[str], prefix: str) -> torch.Tensor:
         if not texts:
@@ -112,7 +121,8 @@ class BlockStore:
                 self.reused += 1
                 return rows
         rows = embed_texts(self.encoder, texts, prefix, self.batch_size, self.pool)
-        if path is not None:
+        self.encoded += 1
+        if path is not None and not self.read_only:
             from safetensors.torch import save_file
 
             with io.atomic_path(path) as tmp:
@@ -123,6 +133,13 @@ class BlockStore:
 def block_key(texts: list[str], prefix: str) -> str:
     digest = hashlib.sha256(json.dumps([prefix, texts], ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()[:32]
+
+
+def encoder_key(encoder, *identity: str) -> str:
+    """A folder name for one model's blocks: `identity` (what the model is) with the kind of
+    device and the torch dtype it runs in, since the rows' numerics differ by each."""
+    what = [*identity, str(encoder.device).split(":")[0], str(encoder.dtype)]
+    return hashlib.sha256(json.dumps(what).encode("utf-8")).hexdigest()[:16]
 
 
 def save_embeddings(path: Path, emb: SplitEmbeddings) -> None:

@@ -171,20 +171,28 @@ def check_safetensors(path: Path | str, stage: str | None = None) -> None:
         pass
 
 
-def check_writable(folder: Path | str) -> None:
-    """Make `folder` if missing and write in it for real (root, or a read-only mount, make the
-    permission bits misleading), so a stage refuses it before its work rather than after."""
+def unwritable(folder: Path | str) -> str | None:
+    """Why `folder` cannot be written, or None if it can: it is made if missing and written in
+    for real (root, or a read-only mount, make the permission bits misleading)."""
     import shutil
 
-    folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tempfile.mkdtemp(prefix=".write-test.", dir=folder))
     except OSError as err:
+        return err.strerror or type(err).__name__
+    return None
+
+
+def check_writable(folder: Path | str) -> None:
+    """Refuse a `folder` that cannot be written (see `unwritable`), so a stage refuses it
+    before its work rather than after."""
+    why = unwritable(folder)
+    if why is not None:
         raise EmbedtuneError(
-            f"{folder}/ is not writable ({err.strerror}): make it writable "
+            f"{folder}/ is not writable ({why}): make it writable "
             f"(e.g. `chmod u+w {folder}`) and run again"
-        ) from None
+        )
 
 
 def write_csv(path: Path | str, rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -82,8 +82,10 @@ def base_embeddings(minilm) -> dict:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, base_embeddings):
-    """What `synth`, `embed` and `train` leave behind, in a fresh working directory."""
+    """What `synth`, `embed` and `train` leave behind, in a fresh working directory (and a
+    cache of its own, never the user's)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(io.CACHE_ENV, str(tmp_path / "cache"))
     for split, dataset in SPLITS.items():
         io.write_json(io.QA_DIR / f"{split}.json", dataset)
         save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", base_embeddings[split])
@@ -212,6 +214,30 @@ def test_same_params_same_outputs(workdir):
     eval_stage.main()
     again = {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
     assert again == first  # the bootstrap is seeded
+
+
+def test_benchmarks_are_embedded_once_and_score_the_same_without_the_cache(
+    workdir, monkeypatch, capsys
+):
+    write_params(workdir, benchmarks=["beir/tiny"])
+
+    def outputs() -> dict:
+        eval_stage.main()
+        return {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
+
+    first = outputs()
+    assert "benchmarks: 0 blocks of rows read from" in capsys.readouterr().out
+    cached = sorted((workdir / "cache" / "benchmarks").rglob("*.safetensors"))
+    assert len(cached) == 2  # the benchmark's queries and its corpus, by the base model
+    assert outputs() == first
+    assert f"benchmarks: 2 blocks of rows read from {workdir}/cache/benchmarks, 0 encoded" in (
+        capsys.readouterr().out
+    )
+    (workdir / "nowhere").write_text("a file, not a folder")
+    monkeypatch.setenv(io.CACHE_ENV, str(workdir / "nowhere"))
+    assert outputs() == first
+    warnings = [w for w in capsys.readouterr().err.splitlines() if "warning" in w]
+    assert len(warnings) == 1 and "nowhere/benchmarks cannot be written" in warnings[0]
 
 
 def fails_with(capsys, message: str) -> str:

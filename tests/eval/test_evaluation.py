@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from embedtune import io
-from embedtune.embeddings import SplitEmbeddings, embed_dataset, embed_texts
+from embedtune.embeddings import BlockStore, SplitEmbeddings, embed_dataset, embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.eval.__main__ import evaluate_benchmark
 from embedtune.eval.evaluation import (
@@ -232,7 +232,7 @@ def test_query_csv(embedded, tmp_path):
 
 def test_evaluate_benchmark_identity(minilm, tmp_path):
     bench = load_benchmark(write_beir(tmp_path / "tiny"))
-    result = evaluate_benchmark(bench, minilm, identity(), cfg("embed"), SPEC)
+    result = evaluate_benchmark(bench, BlockStore(minilm, 8), identity(), cfg("embed"), SPEC)
     metrics = result.metrics
     assert metrics["tuned"] == metrics["base"]
     assert metrics["base"]["queries"] == 2
@@ -255,7 +255,7 @@ def test_evaluate_benchmark_uses_prefixes(minilm):
             return base
 
     embed = cfg("embed", query_prefix="query: ", document_prefix="passage: ")
-    evaluate_benchmark(bench, minilm, Recording(), embed, {"hit_rate": [1]})
+    evaluate_benchmark(bench, BlockStore(minilm, 8), Recording(), embed, {"hit_rate": [1]})
     # texts reach the tuned model unprefixed; the base embeddings were made with the prefixes
     assert [(side, texts) for side, texts, _ in seen] == [
         ("q", ["some text"]),

@@ -17,7 +17,8 @@ reported as "shipped". Writes:
 - metrics/eval_queries.csv: per query, the rank of its best-ranked gold chunk for both models;
 - metrics/plots/hit_rate_vs_k.csv: hit rate at k = 1..max(eval.metrics.hit_rate), both models;
 - metrics/benchmarks.json: the same on each `eval.benchmarks` folder (BEIR layout), with
-  tuned - base and its paired bootstrap interval under "delta";
+  tuned - base and its paired bootstrap interval under "delta"; their texts are embedded once
+  per model: the rows are kept in `<cache>/benchmarks/` (see `benchmark_blocks`);
 - metrics/examples.md: the validation questions the shipped retriever moved most, up and down
   (`embedtune.eval.examples`);
 - metrics/eval_seen.json: the same on the seen-corpus questions (training-split questions that
@@ -29,11 +30,12 @@ Ranking, ties (they count against the model) and metrics: `embedtune.retrieval`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from embedtune import io
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
-from embedtune.embeddings import embed_texts, load_embeddings, load_encoder
+from embedtune.embeddings import BlockStore, encoder_key, load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError, run_stage
 from embedtune.eval import tracking
 from embedtune.eval.evaluation import (
@@ -94,22 +96,48 @@ class Figures:
 
 def evaluate_benchmark(
     bench: Benchmark,
-    encoder,
+    base: BlockStore,
     tuned: TunedModel,
     embed: EmbedConfig,
     spec: MetricSpec,
     retrieve: RetrieveConfig | None = None,
 ) -> SplitResult:
-    """Every retriever on a BEIR test set: the base model embeds it here, with the embed
-    prefixes."""
+    """Every retriever on a BEIR test set: `base` (the base model's blocks, see
+    `benchmark_blocks`) embeds it here, with the embed prefixes."""
     query_ids, corpus_ids = list(bench.queries), list(bench.corpus)
     queries = [bench.queries[i] for i in query_ids]
     corpus = [bench.corpus[i] for i in corpus_ids]
-    base_q = embed_texts(encoder, queries, embed.query_prefix, embed.batch_size)
-    base_c = embed_texts(encoder, corpus, embed.document_prefix, embed.batch_size)
+    base_q = base.embed(queries, embed.query_prefix)
+    base_c = base.embed(corpus, embed.document_prefix)
     embeddings = with_tuned(tuned, queries, corpus, base_q, base_c)
     inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
     return compare(query_ids, corpus_ids, bench.qrels, inputs, spec, candidates(retrieve))
+
+
+def benchmark_cache() -> Path:
+    """Where benchmark rows are kept: shared by every checkout, never removed by a stage."""
+    return io.cache_root() / "benchmarks"
+
+
+def benchmark_blocks(encoder, embed: EmbedConfig, tuned: TunedModel):
+    """The base model's `BlockStore` and the tuned model, both keeping the rows they encode in
+    `benchmark_cache()`: the base model's under a key of `embed.model`, `embed.dtype`, the
+    device kind and dtype; a tuned model that encodes texts itself (`cached`) under a key of
+    its files' content. A cache that cannot be written costs one warning line: rows already
+    there are read, new ones are encoded and not kept (the figures are the same)."""
+    root = benchmark_cache()
+    why = io.unwritable(root)
+    if why is not None:
+        print(
+            f"embedtune: warning: {root} cannot be written ({why}): benchmark embeddings are "
+            f"not kept (set {io.CACHE_ENV} to a writable folder to keep them)",
+            file=sys.stderr,
+        )
+    read_only = why is not None
+    folder = root / encoder_key(encoder, "base", embed.model, embed.dtype)
+    base = BlockStore(encoder, embed.batch_size, folder, read_only=read_only)
+    cached = getattr(tuned, "cached", None)  # None: it only maps the base rows
+    return base, (tuned if cached is None else cached(root, read_only))
 
 
 def benchmark_metrics(figures: Figures, embed: EmbedConfig, tuned) -> dict[str, dict]:
@@ -118,13 +146,17 @@ def benchmark_metrics(figures: Figures, embed: EmbedConfig, tuned) -> dict[str, 
     if not cfg.benchmarks:
         return {}
     sets = {Path(b).name: load_benchmark(b) for b in cfg.benchmarks}  # fail before encoding
-    encoder = load_encoder(embed)
-    return {
+    base, tuned = benchmark_blocks(load_encoder(embed), embed, tuned)
+    metrics = {
         name: figures.of(
-            evaluate_benchmark(bench, encoder, tuned, embed, cfg.metrics, figures.retrieve), True
+            evaluate_benchmark(bench, base, tuned, embed, cfg.metrics, figures.retrieve), True
         )
         for name, bench in sets.items()
     }
+    stores = [base, *filter(None, [getattr(tuned, "blocks", None)])]
+    reused, encoded = sum(s.reused for s in stores), sum(s.encoded for s in stores)
+    print(f"benchmarks: {reused} blocks of rows read from {benchmark_cache()}, {encoded} encoded")
+    return metrics
 
 
 def seen_corpus_metrics(figures: Figures, emb, dataset: dict, tuned, query_ids: list[str]) -> dict:

@@ -285,6 +285,21 @@ def test_fusion_margin_mse_distils_the_fused_scores_of_the_mined_negatives(minil
     assert model is not None and len(steps) == 3 and all(x > 0 for x in steps)
 
 
+def test_fusion_teacher_scores_are_the_same_in_the_ranking_blocks_of_queries(minilm, monkeypatch):
+    from embedtune.retrieval import ranking
+
+    dataset = tiny_dataset()
+    emb = embed_dataset(minilm, dataset, EMBED)
+    inputs = TrainingInputs(dataset, EMBED, mined=next_chunks(dataset, 2), _embeddings=emb)
+    loss = full_cfg("train/loss=fusion_margin_mse", hard_negatives=2).loss
+    whole = loss.teacher_scores(inputs)  # a dozen questions: one block
+    chunks = len(emb.corpus_ids)
+    monkeypatch.setattr(ranking, "SCORE_BLOCK_BYTES", 8 * chunks * 5)  # 5 questions a block
+    monkeypatch.setattr(ranking, "_MIN_QUERIES_PER_BLOCK", 1)
+    assert ranking.queries_per_block(chunks) == 5
+    assert loss.teacher_scores(inputs) == whole
+
+
 def test_a_diverging_loss_stops_training_naming_train_lr_and_leaves_no_checkpoints(
     tmp_path, monkeypatch
 ):

@@ -27,7 +27,7 @@ class FusionMarginMSEConfig(LossConfig):
     def teacher_scores(self, inputs) -> dict[str, list[float]]:
         """[positive, negatives...] fused scores of every question with mined negatives."""
         from embedtune.retrieval.lexical import BM25Index
-        from embedtune.retrieval.ranking import cosine_scorer, query_blocks
+        from embedtune.retrieval.ranking import cosine_scorer, queries_per_block, query_blocks
         from embedtune.retrieval.scores import convex
 
         emb, dataset = inputs.embeddings(), inputs.dataset
@@ -41,7 +41,8 @@ class FusionMarginMSEConfig(LossConfig):
         dense = cosine_scorer(queries, emb.corpus)
         tokens = index.query_tokens([dataset["queries"][q] for q in asked])
         scores = {}
-        for lo, hi in query_blocks(len(asked)):
+        # one block's dense, BM25 and fused scores within the ranking's memory bound
+        for lo, hi in query_blocks(len(asked), queries_per_block(len(emb.corpus_ids))):
             lexical = index.scores_of_tokens(tokens[lo:hi])
             fused = convex(dense(lo, hi), lexical, self.dense_weight)
             for offset, qid in enumerate(asked[lo:hi]):

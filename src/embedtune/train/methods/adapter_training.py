@@ -111,6 +111,12 @@ def negative_matrix(
     return matrix
 
 
+def positions(ids: list[str], wanted: list[str]) -> list[int]:
+    """Where each of `wanted` is in `ids`, through a dict built once (not a search per id)."""
+    row = {x: i for i, x in enumerate(ids)}
+    return [row[x] for x in wanted]
+
+
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -199,7 +205,7 @@ def train_adapter(
     pairs = _training_batches(emb, dataset, train_ids, negatives, cfg.hard_negatives)
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(adapter.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
-    held_queries = emb.queries[[emb.query_ids.index(q) for q in held_ids]]
+    held_queries = emb.queries[positions(emb.query_ids, held_ids)]
 
     def held_out() -> np.ndarray:
         with torch.no_grad():

@@ -66,7 +66,12 @@ class TrainConfig(Section):
 
 
 class TunedModel(Protocol):
-    """What `train` makes and `eval` scores, whatever the method."""
+    """What `train` makes and `eval` scores, whatever the method.
+
+    A model that encodes texts itself, rather than mapping their base embeddings, may also have
+    `cached(root, read_only) -> TunedModel`: the same model, keeping its rows in a folder under
+    `root` named by its weights, so `eval` embeds a benchmark once per model (`FullModel`).
+    """
 
     method: str
 

@@ -7,6 +7,7 @@ sentence-transformers folder (safetensors, nothing pickled) whose config.json al
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from embedtune import io
 from embedtune.config import EmbedConfig
-from embedtune.embeddings import embed_texts, load_encoder
+from embedtune.embeddings import BlockStore, embed_texts, encoder_key, load_encoder
 from embedtune.models import encoder_dtype, pick_device
 from embedtune.train.losses import LossConfig, loss_config
 from embedtune.train.methods.base import METHODS, Method, TrainConfig, TrainingInputs, TrainingLog
@@ -54,17 +55,44 @@ class FullModel:
 
     method = "full"
 
-    def __init__(self, encoder, query_prefix: str, document_prefix: str, batch_size: int):
+    def __init__(
+        self,
+        encoder,
+        query_prefix: str,
+        document_prefix: str,
+        batch_size: int,
+        folder: Path | None = None,
+    ):
         self.encoder = encoder
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.batch_size = batch_size
+        self.folder = folder  # the folder it was loaded from (None: trained in this process)
+        self.blocks: BlockStore | None = None  # see `cached`
 
     def encode_queries(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
-        return embed_texts(self.encoder, texts, self.query_prefix, self.batch_size)
+        return self._encode(texts, self.query_prefix)
 
     def encode_corpus(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
-        return embed_texts(self.encoder, texts, self.document_prefix, self.batch_size)
+        return self._encode(texts, self.document_prefix)
+
+    def _encode(self, texts: list[str], prefix: str) -> torch.Tensor:
+        if self.blocks is None:
+            return embed_texts(self.encoder, texts, prefix, self.batch_size)
+        return self.blocks.embed(texts, prefix)
+
+    def cached(self, root: Path | None, read_only: bool = False) -> FullModel:
+        """This model encoding block by block (`BlockStore`), the blocks kept in a folder under
+        `root` named by the content of every file it was loaded from and the device kind and
+        dtype it runs in, so retrained weights never read another model's rows. Kept nowhere
+        when `root` is None or the model was not loaded from a folder."""
+        folder = None
+        if root is not None and self.folder is not None:
+            folder = root / encoder_key(self.encoder, self.method, files_digest(self.folder))
+        args = (self.query_prefix, self.document_prefix, self.batch_size, self.folder)
+        model = FullModel(self.encoder, *args)
+        model.blocks = BlockStore(self.encoder, self.batch_size, folder, read_only=read_only)
+        return model
 
     def save(self, folder: Path) -> None:
         self.encoder.save_pretrained(str(folder), create_model_card=False, safe_serialization=True)
@@ -97,7 +125,22 @@ class FullMethod(Method):
         device = pick_device(embed.device if embed else "auto", "embed.device")
         dtype = encoder_dtype(embed.dtype if embed else "auto", device)
         encoder = SentenceTransformer(str(folder), device=device, model_kwargs={"dtype": dtype})
+        folder = Path(folder)
         if embed is not None:
-            return FullModel(encoder, embed.query_prefix, embed.document_prefix, embed.batch_size)
+            prefixes = (embed.query_prefix, embed.document_prefix, embed.batch_size)
+            return FullModel(encoder, *prefixes, folder)
         prompts = encoder.prompts or {}
-        return FullModel(encoder, prompts.get("query", ""), prompts.get("document", ""), 32)
+        return FullModel(encoder, prompts.get("query", ""), prompts.get("document", ""), 32, folder)
+
+
+def files_digest(folder: Path) -> str:
+    """sha256 of every file under `folder`, with its path in it: the weights, and the configs
+    that shape the rows (sequence length, pooling)."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        files[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()
