@@ -136,6 +136,37 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def _no_dvc_tmp(folder: str, names: list[str]) -> list[str]:
+    return ["tmp"] if Path(folder).name == ".dvc" else []  # locks and state: DVC remakes them
+
+
+def copy_run(template: Path, dest: Path) -> Path:
+    """A copy of the repository `template` (git history, DVC cache, workspace) at `dest`."""
+    shutil.copytree(template, dest, symlinks=True, ignore=_no_dvc_tmp, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shrunk_run(tmp_path_factory, worker_id) -> Path:
+    """A fresh copy of the project after one `dvc exp run` with SHRUNK, results not committed.
+    Made once per test session: pytest-xdist workers share it (the first to ask makes it, the
+    others wait for it); copy it with `copy_run` before changing anything."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    base = base if worker_id == "master" else base.parent  # the session's, shared by workers
+    folder, template = base / "shrunk-run", base / "shrunk-run" / "repo"
+    with open(base / "shrunk-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            template.mkdir(parents=True)
+            first = run_cli(["dvc", "exp", "run", *SHRUNK], copy_project(template))
+            assert "Running stage 'synth'" in first.stdout
+            (folder / "done").write_text("")
+    return template
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SHRUNK, copy_project, run_cli
+from tests.conftest import SHRUNK, copy_run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,9 @@ UPSTREAM = ("download", "chunk", "synth", "embed", "mine")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def repo(shrunk_run, tmp_path_factory) -> Path:
     """A fresh git repository holding the project, after one shrunk `dvc exp run` (committed)."""
-    dest = copy_project(tmp_path_factory.mktemp("embedtune-repo"))
-    first = run_cli(["dvc", "exp", "run", *SHRUNK], dest)
-    assert "Running stage 'synth'" in first.stdout
+    dest = copy_run(shrunk_run, tmp_path_factory.mktemp("embedtune-repo"))
     run_cli(["git", "add", "-A"], dest)
     run_cli(["git", "commit", "-qm", "first run"], dest)
     return dest

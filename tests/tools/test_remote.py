@@ -23,7 +23,7 @@ import yaml
 
 from embedtune.errors import EmbedtuneError
 from embedtune.tools import remote
-from tests.conftest import SHRUNK, cli_env, copy_project
+from tests.conftest import SHRUNK, cli_env, copy_run
 
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
@@ -377,13 +377,15 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory, s3_endpoint) -> Shared:
-    """Configure, run one shrunk experiment, then push as the printed next steps say."""
+def pushed(tmp_path_factory, s3_endpoint, shrunk_run) -> Shared:
+    """Configure, run one shrunk experiment, then push as the printed next steps say. The run
+    is the session's shrunk run, copied: `dvc exp run` finds every stage up to date and records
+    the experiment."""
     tmp = tmp_path_factory.mktemp("embedtune-remote")
     (tmp / "work").mkdir()
     shared = Shared(work=tmp / "work", bare=tmp / "dagshub.git", endpoint=s3_endpoint, tmp=tmp)
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(shared.bare)], check=True)
-    work = copy_project(shared.work)
+    work = copy_run(shrunk_run, shared.work)
 
     printed = _configure(shared, work).stdout
     assert "git add .dvc/config" in printed
