@@ -141,8 +141,12 @@ def _no_dvc_tmp(folder: str, names: list[str]) -> list[str]:
 
 
 def copy_run(template: Path, dest: Path) -> Path:
-    """A copy of the repository `template` (git history, DVC cache, workspace) at `dest`."""
+    """A copy of the repository `template` (git history, DVC cache, workspace) at `dest`, with
+    its answer cache (`cli_env`), so a stage that asks the LLM again finds what it answered."""
     shutil.copytree(template, dest, symlinks=True, ignore=_no_dvc_tmp, dirs_exist_ok=True)
+    answers = Path(f"{template}-cache")
+    if answers.is_dir():
+        shutil.copytree(answers, f"{dest}-cache", dirs_exist_ok=True)
     return dest
 
 
