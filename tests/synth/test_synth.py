@@ -463,7 +463,7 @@ def repo(tmp_path) -> Path:
     return copy_project(tmp_path / "repo")
 
 
-MAX_CHUNKS = 6  # per split: 3 batches of 2 each; the kill lands after 4 answers are cached
+MAX_CHUNKS = 4  # per split: 2 batches of 2 each; the kill lands once 4 answers are cached
 
 
 @pytest.mark.slow
