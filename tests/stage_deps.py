@@ -22,19 +22,6 @@ def module_file(src: Path, name: str) -> Path | None:
     return None
 
 
-_PARSED: dict[tuple[Path, int, int], ast.Module] = {}
-
-
-def parsed(path: Path) -> ast.Module:
-    """`path` parsed, once per version of the file (the dependency checks walk every module
-    many times)."""
-    stat = path.stat()
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    if key not in _PARSED:
-        _PARSED[key] = ast.parse(path.read_text(), str(path))
-    return _PARSED[key]
-
-
 def _parents(name: str) -> list[str]:
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
@@ -106,7 +93,7 @@ def _imports_of(name: str, src: Path) -> set[str]:
     folder = path.parent.stat().st_mtime_ns  # a module added to a discovered package
     key = (path, stat.st_mtime_ns, stat.st_size, folder)
     if key not in _IMPORTS:
-        tree = parsed(path)
+        tree = ast.parse(path.read_text(), str(path))
         own = name if path.name == "__init__.py" else name.rpartition(".")[0]
         _IMPORTS[key] = imported(tree, src) | _discovered(tree, own, src)
     return _IMPORTS[key]

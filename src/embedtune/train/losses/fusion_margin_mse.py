@@ -16,6 +16,7 @@ from pydantic import Field
 
 from embedtune.config import BM25Config
 from embedtune.train.losses import LOSSES, LossConfig
+from embedtune.train.losses.margin_mse import MarginMSE
 
 
 class FusionMarginMSEConfig(LossConfig):
@@ -55,9 +56,4 @@ class FusionMarginMSEConfig(LossConfig):
 @LOSSES.register("fusion_margin_mse")
 class FusionMarginMSE:
     Config = FusionMarginMSEConfig
-
-    @staticmethod
-    def build(model, cfg: FusionMarginMSEConfig):
-        from sentence_transformers.sentence_transformer import losses
-
-        return losses.MarginMSELoss(model)
+    build = staticmethod(MarginMSE.build)  # the same loss; only the teacher scores differ
