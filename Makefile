@@ -39,9 +39,12 @@ demo: setup  ## run the whole pipeline offline on CPU (experiment=cpu) and print
 	$(RUN) python -m embedtune.eval.report
 
 TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole on one of them
+# torch threads per worker and per process a test starts: one worker per core, one thread each
+# (two workers each running torch on every core made the suite about a third slower)
+TEST_THREADS ?= 1
 
 test: lint  ## lint, then the test suite (offline; includes an end-to-end dvc run)
-	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(RUN) OMP_NUM_THREADS=$(TEST_THREADS) python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup  ## ruff lint and format check
 	$(BIN)/ruff check src tests bench

@@ -13,7 +13,8 @@ process each (`python -m embedtune.<stage>`, params.yaml composed from conf/ wit
 preset): `mine` (round-trip filter at top 10: every training question ranked over the training
 corpus; no hard negatives, which would need the encoder), then per method `train`, `retrieve`
 (every default candidate on the held-out slice) and `eval` (every candidate on the validation
-split, the seen-corpus questions and the whole training split). Prints each stage's seconds and
+split, the seen-corpus questions and `eval.train_questions` training questions, 5,000 by default,
+each over its whole corpus). Prints each stage's seconds and
 peak resident memory (the child's ru_maxrss), one line per size
 `size: chunks=N questions=Q peak_gb=P seconds=S`, and last
 `scale: chunks=N questions=Q peak_gb=P seconds=S` for the largest size.

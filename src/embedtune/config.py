@@ -23,9 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from embedtune.errors import EmbedtuneError
 
 PARAMS_FILE = Path("params.yaml")
-SECTIONS = (
-    "seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "retrieve", "eval",
-)  # fmt: skip
+SECTIONS = ("seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "retrieve", "eval")
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -181,6 +179,7 @@ class MineConfig(Section):
     cross_encoder: str | None  # scores (question, chunk) pairs for distillation; null = none
     # training questions (not chunks) set aside for the seen-corpus evaluation
     seen_corpus_fraction: float = Field(ge=0, lt=1)
+    seen_corpus_max: int | None = Field(ge=1)  # at most this many of them (None: no cap)
 
     @model_validator(mode="after")
     def _ranks(self) -> MineConfig:
@@ -218,6 +217,7 @@ class EvalConfig(Section):
     bootstrap: int = Field(ge=0)  # paired bootstrap resamples for the tuned - base interval
     confidence: float = Field(gt=0, lt=1)  # of that interval
     benchmarks: list[str]  # folders in BEIR layout
+    train_questions: int | None = Field(ge=1)  # scored for eval_train.json at most (None: all)
 
     @model_validator(mode="after")
     def _cutoffs(self) -> EvalConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def by_hash(ids: Iterable[str], seed: int, salt: str = "") -> list[str]:
@@ -25,3 +25,12 @@ def by_hash(ids: Iterable[str], seed: int, salt: str = "") -> list[str]:
 def share(count: int, fraction: float) -> int:
     """`fraction` of `count`, rounded half up."""
     return math.floor(fraction * count + 0.5)
+
+
+def at_most(ids: Sequence[str], count: int | None, seed: int, salt: str = "") -> list[str]:
+    """`count` of `ids` chosen by `by_hash` (all of them when `count` is None or not smaller),
+    in their given order."""
+    if count is None or count >= len(ids):
+        return list(ids)
+    chosen = set(by_hash(ids, seed, salt)[:count])
+    return [i for i in ids if i in chosen]

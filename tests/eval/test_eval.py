@@ -18,6 +18,7 @@ from embedtune import io
 from embedtune.embeddings import embed_dataset, save_embeddings
 from embedtune.errors import run_stage
 from embedtune.mine.mined import MINED_FILE, Mined
+from embedtune.sampling import at_most
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.linear import LinearAdapter
@@ -214,6 +215,29 @@ def test_same_params_same_outputs(workdir):
     eval_stage.main()
     again = {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
     assert again == first  # the bootstrap is seeded
+
+
+def query_rows_of(workdir, split: str) -> dict[str, dict]:
+    with (workdir / "metrics/eval_queries.csv").open() as f:
+        return {r["query_id"]: r for r in csv.DictReader(f) if r["split"] == split}
+
+
+def test_train_questions_scores_a_seeded_sample_over_the_whole_training_corpus(workdir):
+    write_params(workdir, train_questions=None)
+    eval_stage.main()
+    every = query_rows_of(workdir, "train")
+    validation = (workdir / "metrics/eval.json").read_bytes()
+    write_params(workdir, train_questions=2)
+    eval_stage.main()
+    sample = query_rows_of(workdir, "train")
+    assert read_json(workdir / "metrics/eval_train.json")["train"]["base"]["queries"] == 2
+    assert list(sample) == at_most(list(TRAIN["queries"]), 2, 0, "eval")  # seed 0, file order
+    # each sampled question ranks as it did among all of them: still over the whole corpus
+    assert sample == {qid: every[qid] for qid in sample}
+    assert (workdir / "metrics/eval.json").read_bytes() == validation
+    write_params(workdir, train_questions=3)  # as many as there are: all of them
+    eval_stage.main()
+    assert query_rows_of(workdir, "train") == every
 
 
 def test_benchmarks_are_embedded_once_and_score_the_same_without_the_cache(

@@ -74,6 +74,9 @@ def test_seen_corpus_questions_are_a_seeded_fraction_in_order():
     assert seen_corpus_questions(list(reversed(ids)), 0.2, 1) == list(reversed(chosen))
     assert seen_corpus_questions(ids, 0.2, 2) != chosen
     assert seen_corpus_questions(ids, 0.0, 1) == []
+    capped = seen_corpus_questions(ids, 0.2, 1, cap=3)  # the first 3 of the same hash order
+    assert len(capped) == 3 and set(capped) < set(chosen)
+    assert seen_corpus_questions(ids, 0.2, 1, cap=8) == chosen
 
 
 def test_base_ranks_use_the_one_tie_rule():

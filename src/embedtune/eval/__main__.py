@@ -13,7 +13,8 @@ reported as "shipped". Writes:
   the shipped one under "shipped" {"retriever": name, ...} with its interval "delta_shipped";
 - metrics/eval_delta.json: tuned - base for every metric, with a paired bootstrap interval;
 - metrics/eval_train.json: {"train": {"base": ..., "tuned": ..., "retrievers": ...}}, the same
-  on the training split (a large train/validation gap is overfitting);
+  on the training split (a large train/validation gap is overfitting): at most
+  `eval.train_questions` of its questions, a seeded sample, over the whole training corpus;
 - metrics/eval_queries.csv: per query, the rank of its best-ranked gold chunk for both models;
 - metrics/plots/hit_rate_vs_k.csv: hit rate at k = 1..max(eval.metrics.hit_rate), both models;
 - metrics/benchmarks.json: the same on each `eval.benchmarks` folder (BEIR layout), with
@@ -56,6 +57,7 @@ from embedtune.retrieval.beir import Benchmark, load_benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import METRICS
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
+from embedtune.sampling import at_most
 from embedtune.train.methods.base import TunedModel, load_tuned
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "retrieve": RetrieveConfig, "eval": EvalConfig}
@@ -188,8 +190,13 @@ def main() -> None:
     for split in ("validation", "train"):
         datasets[split] = io.load_qa(split)
         embeddings[split] = load_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors")
+    scored = {
+        "validation": embeddings["validation"].query_ids,
+        "train": at_most(embeddings["train"].query_ids, cfg.train_questions, params.seed, "eval"),
+    }
+    for split, query_ids in scored.items():
         results[split] = evaluate(
-            embeddings[split], datasets[split], tuned, cfg.metrics, retrieve=params.retrieve
+            embeddings[split], datasets[split], tuned, cfg.metrics, query_ids, params.retrieve
         )
     seen = seen_corpus_metrics(
         figures, embeddings["train"], datasets["train"], tuned, load_mined().seen_corpus

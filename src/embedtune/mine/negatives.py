@@ -22,14 +22,17 @@ from embedtune.config import EmbedConfig, MineConfig
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.mine.mined import Mined
 from embedtune.retrieval.ranking import binary_qrels, rank
-from embedtune.sampling import by_hash, share
+from embedtune.sampling import at_most, share
 from embedtune.synth.questions import words
 
 
-def seen_corpus_questions(query_ids: list[str], fraction: float, seed: int) -> list[str]:
-    """The `fraction` of the questions (rounded) whose seeded hash of the id is smallest."""
-    chosen = set(by_hash(query_ids, seed, "seen")[: share(len(query_ids), fraction)])
-    return [q for q in query_ids if q in chosen]
+def seen_corpus_questions(
+    query_ids: list[str], fraction: float, seed: int, cap: int | None = None
+) -> list[str]:
+    """The `fraction` of the questions (rounded, at most `cap`) whose seeded hash of the id is
+    smallest, in their given order."""
+    count = share(len(query_ids), fraction)
+    return at_most(query_ids, count if cap is None else min(count, cap), seed, "seen")
 
 
 def base_ranks(emb: SplitEmbeddings, dataset: dict, query_ids: list[str]) -> dict[str, int]:
@@ -131,7 +134,7 @@ def mine(
     `cfg.cross_encoder` is set.
     """
     labelled = [q for q in emb.query_ids if dataset["relevant_docs"].get(q)]
-    seen = seen_corpus_questions(labelled, cfg.seen_corpus_fraction, seed)
+    seen = seen_corpus_questions(labelled, cfg.seen_corpus_fraction, seed, cfg.seen_corpus_max)
     aside = set(seen)  # built once: a set per question made this quadratic
     rest = [q for q in labelled if q not in aside]
     dropped = {}
