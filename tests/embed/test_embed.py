@@ -4,7 +4,11 @@ data/embeddings out, with the offline model of the cpu preset."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,11 +188,22 @@ def test_a_damaged_block_is_encoded_again(tmp_path, minilm):
     assert BlockStore(None, 2, tmp_path).embed(texts, "").equal(rows)  # whole again: no encoder
 
 
-def test_embed_devices_encode_with_a_pool_of_two_cpu_processes(workdir, minilm):
+def test_embed_devices_encode_with_a_pool_of_two_cpu_processes(
+    workdir, minilm, tmp_path, monkeypatch
+):
     write_params(workdir, batch_size=2)
     embed.main()
     single = saved_rows()
+    # the temporary folder of this process and those it starts: a short path, as a socket's
+    # path (in it, two folders down) is at most 107 bytes
+    temporary = Path(tempfile.mkdtemp(prefix="embedtune-test-"))
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
     write_params(workdir, batch_size=2, devices=["cpu", "cpu"])
     embed.main()
     pooled = saved_rows()
     assert all(torch.allclose(pooled[name], single[name], atol=1e-5) for name in single)
+    left = sorted(p.name for p in temporary.iterdir())
+    shutil.rmtree(temporary)
+    assert left == []  # the pool's processes left nothing behind
+    assert os.environ["TMPDIR"] == str(temporary)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,11 +64,23 @@ def encoding_pool(encoder, devices: list[str] | None):
     if not devices:
         yield None
         return
-    pool = encoder.start_multi_process_pool(devices)
-    try:
-        yield pool
-    finally:
-        encoder.stop_multi_process_pool(pool)
+    # Stopping terminates the pool's processes, so the folder Python's multiprocessing makes in
+    # each (pymp-*, for the tensors they send back) would stay in the temporary folder: they
+    # get one of ours instead, removed once the pool has stopped.
+    with tempfile.TemporaryDirectory(prefix="embedtune-pool-") as scratch:
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = scratch  # read by each process as it starts
+        try:
+            pool = encoder.start_multi_process_pool(devices)
+        finally:
+            if before is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = before
+        try:
+            yield pool
+        finally:
+            encoder.stop_multi_process_pool(pool)
 
 
 if __name__ == "__main__":
