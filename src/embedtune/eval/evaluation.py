@@ -125,7 +125,7 @@ def evaluate(
         query_ids: score only these queries (still against the whole corpus of the split).
         retrieve: BM25 and fusion settings; None scores the two dense models only.
     """
-    if query_ids is not None:
+    if query_ids is not None and list(query_ids) != emb.query_ids:  # a subset: copy its rows
         row = {qid: i for i, qid in enumerate(emb.query_ids)}
         rows = [row[q] for q in query_ids]
         emb = SplitEmbeddings(list(query_ids), emb.queries[rows], emb.corpus_ids, emb.corpus)
