@@ -49,11 +49,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from embedtune.chunk.__main__ import split_documents  # noqa: E402
-from embedtune.chunk.readers import read_documents  # noqa: E402
+from embedtune.chunk.splitting import split_documents  # noqa: E402
 from embedtune.compose import composed_params  # noqa: E402
 from embedtune.download.sources import pydoc_pdf  # noqa: E402
 from embedtune.embeddings import embed_texts, load_encoder  # noqa: E402
+from embedtune.reading.readers import read_documents  # noqa: E402
 from embedtune.retrieval.metrics import query_metrics  # noqa: E402
 from embedtune.retrieval.ranking import cosine_scores, rank, relevance_matrix  # noqa: E402
 

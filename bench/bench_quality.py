@@ -20,7 +20,7 @@ on the collection's 93 real queries over all 11,429 abstracts. The queries and q
 
 then the same figure on the validation abstracts' questions and on the seen-corpus questions
 (new synthetic questions about the training abstracts, `metrics/eval_seen.json`), the held-out
-verdict of stage `retrieve`, one line per candidate retriever on the real queries (`tuned` there
+verdict of stage `select`, one line per candidate retriever on the real queries (`tuned` there
 is the candidate; `base` is always the dense base model), and last the retriever it ships:
 
     shipped RETRIEVER: ndcg@10 base B tuned T diff D [low, high]
@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from embedtune.retrieval.bootstrap import format_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "ndcg@10"
@@ -85,8 +87,7 @@ def figure(figures: dict, name: str = "tuned") -> str:
             figures["delta_retrievers"][name][METRIC],
         )
     base = figures["base"][METRIC]
-    interval = f"[{delta['low']:+.4f}, {delta['high']:+.4f}]" if delta["low"] is not None else ""
-    return f"{METRIC} base {base:.4f} tuned {tuned:.4f} diff {delta['diff']:+.4f} {interval}"
+    return f"{METRIC} base {base:.4f} tuned {tuned:.4f} diff {format_interval(delta)}"
 
 
 def retriever_lines(figures: dict, verdict: dict) -> list[str]:
@@ -95,8 +96,7 @@ def retriever_lines(figures: dict, verdict: dict) -> list[str]:
     held = f"  held-out pick ({verdict['heldout_questions']} training questions)"
     held += f": best {verdict['best']}"
     if gain:
-        bounds = "" if gain["low"] is None else f" [{gain['low']:+.4f}, {gain['high']:+.4f}]"
-        held += f", mrr@10 {gain['diff']:+.4f}{bounds} over base"
+        held += f", mrr@10 {format_interval(gain)} over base"
     lines = [held]
     lines += [
         f"  {name}: {figure(figures, name)}" for name in figures["retrievers"] if name != "base"
@@ -150,7 +150,7 @@ def main() -> None:
         seen = json.loads((repo / "metrics/eval_seen.json").read_text())
         if seen:
             print(f"  seen-corpus questions: {figure(seen)}", flush=True)
-        verdict = json.loads((repo / "metrics/retrieve.json").read_text())
+        verdict = json.loads((repo / "metrics/select.json").read_text())
         print("\n".join(retriever_lines(results[method], verdict)), flush=True)
         results[method] = {"benchmark": results[method], "validation": validation, "seen": seen}
     synth = json.loads((repo / "metrics/synth.json").read_text())

@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedtune.chunk.__main__ import split_documents
-from embedtune.chunk.readers import read_documents
+from embedtune.chunk.splitting import split_documents
 from embedtune.compose import composed_params
 from embedtune.download.sources import download_all
+from embedtune.reading.readers import read_documents
 from embedtune.synth.llm.answers import answer_all, answer_key
 from embedtune.synth.llm.base import Generation, make_chat
 from embedtune.synth.qa import build_prompt, resolve_prompt

@@ -27,9 +27,9 @@ from pathlib import Path
 from embedtune.compose import composed_params
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_dataset
-from embedtune.models import encoder_dtype, resolve_model
 from embedtune.train.methods.base import TrainingInputs, TrainingLog, get_method
 from embedtune.train.methods.linear import LinearConfig
+from embedtune.weights import encoder_dtype, resolve_model
 
 QA_FILE = Path("data/qa/train.json")
 

@@ -44,7 +44,7 @@ def prepare(folder: Path, pairs: int, chunks: int) -> None:
     from transformers import AutoTokenizer
 
     from embedtune.compose import composed_params
-    from embedtune.models import resolve_model
+    from embedtune.weights import resolve_model
 
     gpu_synth.prepare(folder, chunks)
     sections = {}

@@ -62,8 +62,8 @@ def prepare(folder: Path, chunks: int) -> None:
     from bench_synth import benchmark_chunks
 
     from embedtune.compose import composed_params
-    from embedtune.models import resolve_model
     from embedtune.synth.qa import build_prompt, resolve_prompt
+    from embedtune.weights import resolve_model
 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ abstracts by sha256 of their id and skipping the first `--skip` (the ones `bench
 uses), the next `--docs` are the train split and the `--docs` after them the validation split,
 chunked by our chunk code; `--chunks DIR` takes another corpus's DIR/train.jsonl and
 DIR/validation.jsonl instead (as the chunk stage writes them). Runs the real stage
-(`embedtune.synth.main`, `experiment=cpu`, SmolLM2-135M) once with conf/ as committed and once
+(`python -m embedtune.synth`, `experiment=cpu`, SmolLM2-135M) once with conf/ as committed and once
 per VARIANT.yaml, a mapping of synth keys that replace the committed ones (`prompt: ...`,
 `keyword_queries: 2`). One line per variant and split: coverage (chunks with at least one kept
 query), kept questions and keyword queries, and every drop reason. Answers go to the usual
@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +31,11 @@ from pathlib import Path
 
 import yaml
 
-import embedtune.synth.__main__ as synth
 from embedtune import io
-from embedtune.chunk.__main__ import split_documents
-from embedtune.chunk.readers import read_documents
+from embedtune.chunk.splitting import split_documents
 from embedtune.compose import compose
 from embedtune.config import ChunkConfig, load_params
+from embedtune.reading.readers import read_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def run_variant(work: Path, name: str, base: dict, updates: dict) -> tuple[dict,
     params = {**base, "synth": {**base["synth"], **updates}}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     started = time.perf_counter()
-    synth.main()
+    subprocess.run([sys.executable, "-m", "embedtune.synth"], cwd=work, check=True)
     seconds = time.perf_counter() - started
     shutil.copytree(work / io.QA_DIR, work / "variants" / name)
     return json.loads((work / io.METRICS_DIR / "synth.json").read_text()), seconds

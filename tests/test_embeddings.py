@@ -17,7 +17,7 @@ from embedtune.embeddings import (
     save_embeddings,
 )
 from embedtune.errors import EmbedtuneError
-from embedtune.models import encoder_dtype, resolve_model
+from embedtune.weights import encoder_dtype, resolve_model
 from tests.conftest import cfg
 
 DATASET = {

@@ -27,11 +27,11 @@ import yaml
 
 import embedtune.eval.__main__ as eval_stage
 import embedtune.mine.__main__ as mine_stage
-import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.select.__main__ as select_stage
 import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.compose import compose
-from embedtune.errors import run_stage
+from embedtune.stage import run_stage
 from tests.conftest import ROOT, cli_env
 from tests.eval.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
 from tests.eval.test_tracking import closed_port
@@ -143,8 +143,8 @@ def test_truncated_tuned_model_is_one_line_naming_it(workspace, monkeypatch):
     train_stage.main()
     weights = workspace / io.TUNED_DIR / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    err = one_line(stage_command("retrieve", workspace))
-    assert err.startswith("embedtune retrieve: error: models/tuned/model.safetensors is damaged (")
+    err = one_line(stage_command("select", workspace))
+    assert err.startswith("embedtune select: error: models/tuned/model.safetensors is damaged (")
     assert err.endswith(
         ": restore it with `dvc checkout models/tuned` or rebuild it with `dvc repro train`"
     )
@@ -202,8 +202,8 @@ def test_a_stage_on_a_fresh_clone_names_its_missing_input(tmp_path, stage, messa
     [
         ("mine", mine_stage.main, "data/qa/train.json not found: run `dvc repro synth` first"),
         (
-            "retrieve",
-            retrieve_stage.main,
+            "select",
+            select_stage.main,
             "models/tuned/config.json not found: run `dvc repro train`",
         ),
     ],

@@ -42,7 +42,7 @@ def test_pipeline_writes_base_and_tuned_metrics(repo):
     assert (repo / "models/tuned/model.safetensors").is_file()
     # the retriever retrieve chose on held-out training questions is the one eval ships
     shipped = json.loads((repo / "models/retriever/retriever.json").read_text())
-    verdict = json.loads((repo / "metrics/retrieve.json").read_text())
+    verdict = json.loads((repo / "metrics/select.json").read_text())
     assert shipped["retriever"] == verdict["shipped"] == metrics["shipped"]["retriever"]
     # SHRUNK holds no questions out (train.holdout_fraction=0): the tuned model, as train keeps it
     assert (verdict["heldout_questions"], verdict["shipped"]) == (0, "tuned")
@@ -96,7 +96,7 @@ def test_lr_change_reruns_only_train_and_what_follows(repo):
     for stage in UPSTREAM:
         assert f"Running stage '{stage}'" not in out
     assert "Running stage 'train'" in out
-    assert "Running stage 'retrieve'" in out
+    assert "Running stage 'select'" in out
     assert "Running stage 'eval'" in out
     assert "Running stage 'export'" in out
 
@@ -114,7 +114,7 @@ def test_fusion_change_reruns_only_retrieve_and_eval(repo):
     out = run_cli(["dvc", "exp", "run", *SHRUNK, *overrides], repo).stdout
     for stage in (*UPSTREAM, "train"):
         assert f"Running stage '{stage}'" not in out
-    assert "Running stage 'retrieve'" in out and "Running stage 'eval'" in out
+    assert "Running stage 'select'" in out and "Running stage 'eval'" in out
     assert "Running stage 'export'" in out  # the card reports the new figures
     retrievers = json.loads((repo / "metrics/eval.json").read_text())["retrievers"]
     assert "base+bm25:convex60" in retrievers and "base+bm25:convex50" not in retrievers
@@ -192,15 +192,18 @@ def _stages_to_rerun(repo: Path) -> set[str]:
 
 # A source edit -> exactly the stages whose results it can change (and none other).
 TOUCHES = [
-    ("src/embedtune/synth/questions.py", {"synth", "mine"}),
+    ("src/embedtune/synth/questions.py", {"synth"}),
+    ("src/embedtune/text.py", {"synth", "mine"}),  # both filters count the same words
     ("src/embedtune/synth/llm/openai_chat.py", {"synth"}),
-    ("src/embedtune/chunk/readers.py", {"download", "chunk"}),  # download reads data=local files
-    ("src/embedtune/train/methods/adapters.py", {"train", "retrieve", "eval", "export"}),
-    ("src/embedtune/train/losses/mnrl.py", {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/reading/readers.py", {"download", "chunk"}),  # download checks what it reads
+    ("src/embedtune/chunk/splitting.py", {"chunk"}),
+    ("src/embedtune/train/methods/adapters.py", {"train", "select", "eval", "export"}),
+    ("src/embedtune/train/losses/mnrl.py", {"train", "select", "eval", "export"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
-    ("src/embedtune/retrieval/fusion/rrf.py", {"retrieve", "eval"}),
-    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "retrieve", "eval", "export"}),
-    ("src/embedtune/config.py", set(UPSTREAM) | {"train", "retrieve", "eval", "export"}),
+    ("src/embedtune/retrieval/fusion/rrf.py", {"select", "eval"}),
+    ("src/embedtune/retrieval/selection.py", {"train", "select", "eval", "export"}),
+    ("src/embedtune/retrieval/metrics/mrr.py", {"train", "select", "eval", "export"}),
+    ("src/embedtune/config.py", set(UPSTREAM) | {"train", "select", "eval", "export"}),
     ("src/embedtune/export/card.py", {"export"}),
 ]
 

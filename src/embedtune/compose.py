@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from embedtune.config import PARAMS_FILE
-from embedtune.errors import EmbedtuneError, run_stage
-
-CONF_DIR = Path("conf")
+from embedtune.errors import EmbedtuneError
+from embedtune.io import CONF_DIR, PARAMS_FILE
+from embedtune.stage import run_stage
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR, output: Path = PARAMS_FILE) -> None:

@@ -21,8 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from embedtune.errors import EmbedtuneError
+from embedtune.io import PARAMS_FILE
 
-PARAMS_FILE = Path("params.yaml")
 SECTIONS = ("seed", "data", "chunk", "llm", "synth", "embed", "mine", "train", "retrieve", "eval")
 Device = Literal["auto", "cpu", "cuda"]
 

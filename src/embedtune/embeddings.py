@@ -16,7 +16,7 @@ import torch
 from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.errors import EmbedtuneError
-from embedtune.models import encoder_dtype, pick_device, resolve_model
+from embedtune.weights import encoder_dtype, pick_device, resolve_model
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from typing import Any
 
 from embedtune.errors import EmbedtuneError
 
+PARAMS_FILE = Path("params.yaml")  # composed from CONF_DIR by `dvc exp run` or `make params`
+CONF_DIR = Path("conf")
+LOCK_FILE = Path("dvc.lock")
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/manifest.json")
 CHUNKS_DIR = Path("data/chunks")
@@ -24,7 +27,10 @@ EMBEDDINGS_DIR = Path("data/embeddings")
 MINED_DIR = Path("data/mined")
 TUNED_DIR = Path("models/tuned")
 RETRIEVER_DIR = Path("models/retriever")
+RETRIEVER_FILE = RETRIEVER_DIR / "retriever.json"  # what `select` ships
 EXPORT_DIR = Path("models/export")
+EXPORTED_MODEL_DIR = EXPORT_DIR / "model"  # the sentence-transformers folder
+EXPORTED_RETRIEVER_DIR = EXPORT_DIR / "retriever"  # the shipped retriever as one folder
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
@@ -37,7 +43,7 @@ PRODUCERS = {
     EMBEDDINGS_DIR: "embed",
     MINED_DIR: "mine",
     TUNED_DIR: "train",
-    RETRIEVER_DIR: "retrieve",
+    RETRIEVER_DIR: "select",
     EXPORT_DIR: "export",
     METRICS_DIR / "examples.md": "eval",
 }

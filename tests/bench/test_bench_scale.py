@@ -31,7 +31,7 @@ def test_bench_scale_runs_every_stage_on_planted_data(tmp_path):
         *(
             [name, method]
             for method in ("adapter_linear", "nudge")
-            for name in ("train", "retrieve", "eval")
+            for name in ("train", "select", "eval")
         ),
     ]
     assert re.fullmatch(r"scale: chunks=200 questions=400 peak_gb=[\d.]+ seconds=\d+", lines[-1])

@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 import embedtune.chunk.__main__ as chunk
-from embedtune.chunk.__main__ import node_id, split_documents
-from embedtune.chunk.readers import read_documents
+from embedtune.chunk.splitting import node_id, split_documents
 from embedtune.config import ChunkConfig
-from embedtune.errors import run_stage
-from tests.chunk.test_readers import pdf_bytes
+from embedtune.reading.readers import read_documents
+from embedtune.stage import run_stage
 from tests.conftest import cfg
+from tests.reading.test_readers import pdf_bytes
 
 SMALL = cfg("chunk", chunk_size=96, chunk_overlap=8)
 

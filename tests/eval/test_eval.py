@@ -16,9 +16,9 @@ import yaml
 import embedtune.eval.__main__ as eval_stage
 from embedtune import io
 from embedtune.embeddings import embed_dataset, save_embeddings
-from embedtune.errors import run_stage
 from embedtune.mine.mined import MINED_FILE, Mined
 from embedtune.sampling import at_most
+from embedtune.stage import run_stage
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.linear import LinearAdapter
@@ -64,7 +64,7 @@ def write_params(folder, **eval_updates) -> None:
 
 
 SPLITS = {"train": TRAIN, "validation": DATASET}
-SHIPPED = "tuned+bm25:rrf60"  # what the `retrieve` stage chose, in these tests
+SHIPPED = "tuned+bm25:rrf60"  # what the `select` stage chose, in these tests
 CANDIDATES = [
     "base", "tuned", "bm25",
     *(f"{dense}+bm25:{f}" for dense in ("base", "tuned")
@@ -325,7 +325,7 @@ def test_a_shipped_retriever_params_do_not_list_is_refused(workdir, capsys):
     ship("base+bm25:rrf10")
     fails_with(capsys, "ships 'base+bm25:rrf10', which params.yaml's retrieve section does not")
     shutil.rmtree(io.RETRIEVER_DIR)
-    fails_with(capsys, "models/retriever/retriever.json not found: run `dvc repro retrieve`")
+    fails_with(capsys, "models/retriever/retriever.json not found: run `dvc repro select`")
     assert not (workdir / "metrics").exists()
 
 

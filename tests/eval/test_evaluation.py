@@ -12,17 +12,10 @@ from embedtune import io
 from embedtune.embeddings import BlockStore, SplitEmbeddings, embed_dataset, embed_texts
 from embedtune.errors import EmbedtuneError
 from embedtune.eval.__main__ import evaluate_benchmark
-from embedtune.eval.evaluation import (
-    MODELS,
-    QUERY_COLUMNS,
-    SplitResult,
-    compare,
-    evaluate,
-    hit_rate_curve,
-    query_rows,
-)
+from embedtune.eval.tables import QUERY_COLUMNS, hit_rate_curve, query_rows
 from embedtune.retrieval.beir import Benchmark, load_benchmark
 from embedtune.retrieval.bootstrap import paired_bootstrap
+from embedtune.retrieval.evaluation import MODELS, SplitResult, compare, evaluate
 from embedtune.retrieval.metrics import METRICS
 from embedtune.retrieval.retrievers import RetrievalInputs
 from embedtune.train.methods.adapters import AdapterModel

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from embedtune.errors import run_stage
 from embedtune.eval import report
 from embedtune.eval.report import print_benchmarks, print_table, print_train_split
+from embedtune.stage import run_stage
 
 
 def figures(base: float, tuned: float, queries: int = 82) -> dict:
@@ -40,7 +40,7 @@ def test_report_with_and_without_delta(tmp_path, monkeypatch, capsys):
     (tmp_path / "eval_delta.json").write_text(json.dumps(delta))
     report.main()
     out = capsys.readouterr().out
-    assert "[-0.050, +0.300]" in out and "interval: paired bootstrap over the queries" in out
+    assert "[-0.0500, +0.3000]" in out and "interval: paired bootstrap over the queries" in out
 
 
 def test_report_reads_metrics_eval_json_by_default(tmp_path, monkeypatch, capsys):
@@ -141,7 +141,7 @@ def test_every_retriever_then_the_shipped_one(capsys):
     out = capsys.readouterr().out
     assert "benchmark tiny: every retriever (93 queries)" in out
     lines = [line.strip() for line in out.splitlines()]
-    assert any(line.startswith("bm25") and "+0.0600 [-0.010, +0.100]" in line for line in lines)
+    assert any(line.startswith("bm25") and "+0.0600 [-0.0100, +0.1000]" in line for line in lines)
     assert any(line.startswith("shipped: base+bm25:rrf60") and "+0.020" in line for line in lines)
     assert "BM25 alone beats" not in out  # its interval crosses 0
     report.print_retrievers(retriever_figures(0.01), "benchmark tiny")

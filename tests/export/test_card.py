@@ -55,7 +55,7 @@ FACTS = CardFacts(
     seen={},
     benchmarks={"nfcorpus": {**figures("bm25"), "delta": {"mrr@10": delta(0.02)}}},
     training={"heldout": {"best_epoch": 3, "kept_epoch": 3, "gain_mrr@10": delta(0.07, 0.03, 0.1)}},
-    retrieve={
+    select={
         "best": "tuned",
         "shipped": "tuned",
         "gain_mrr@10": delta(0.08, 0.04, 0.12),
@@ -165,7 +165,7 @@ def test_selection_verdicts():
 def test_selection_when_training_lost_or_nothing_was_held_out():
     lost = {"heldout": {"best_epoch": 2, "kept_epoch": 0, "gain_mrr@10": delta(0.01, -0.02, 0.04)}}
     forced = {"best": None, "shipped": "bm25", "heldout_questions": 0, "forced": True}
-    text = card_sections(replace(FACTS, training=lost, retrieve=forced))
+    text = card_sections(replace(FACTS, training=lost, select=forced))
     assert "over the untrained model; untrained model kept" in text
     assert "- **Retriever:** shipped `bm25` (forced by `retrieve.ship`), from 0 held-out" in text
     text = card_sections(replace(FACTS, training={"loss": 0.1, "step": 4}))

@@ -16,9 +16,9 @@ import torch
 
 from embedtune.embeddings import SplitEmbeddings, embed_dataset, load_encoder
 from embedtune.errors import EmbedtuneError
-from embedtune.eval.evaluation import with_tuned
 from embedtune.export.model import Sources, adapter_modules, exported, save_exported
 from embedtune.export.usage import FOLDER, loading
+from embedtune.retrieval.evaluation import with_tuned
 from embedtune.train.methods.base import (
     TrainingInputs,
     TrainingLog,

@@ -15,14 +15,14 @@ import yaml
 
 import embedtune.eval.__main__ as eval_stage
 import embedtune.export.__main__ as export_stage
-import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.select.__main__ as select_stage
 import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_dataset, load_embeddings, save_embeddings
-from embedtune.errors import run_stage
-from embedtune.eval.evaluation import with_tuned
 from embedtune.export.facts import git_commit, locked_md5
+from embedtune.retrieval.evaluation import with_tuned
+from embedtune.stage import run_stage
 from embedtune.train.methods.base import load_tuned
 from tests.export.test_export import validation_dataset
 from tests.train.methods.helpers import tiny_dataset
@@ -70,7 +70,7 @@ def pipeline(minilm, tmp_path_factory) -> Path:
         io.write_jsonl(folder / io.CHUNKS_DIR / f"{split}.jsonl", records)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        for stage in (train_stage, retrieve_stage, eval_stage):
+        for stage in (train_stage, select_stage, eval_stage):
             stage.main()
         lock = {"stages": {"train": {"outs": [{"path": "models/tuned", "md5": "1234.dir"}]}}}
         Path("dvc.lock").write_text(yaml.safe_dump(lock))

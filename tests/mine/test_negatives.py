@@ -21,7 +21,7 @@ from embedtune.mine.negatives import (
     seen_corpus_questions,
     shares_run,
 )
-from embedtune.synth.questions import words
+from embedtune.text import words
 from tests.conftest import ROOT, cfg
 from tests.train.methods.helpers import split
 
@@ -181,7 +181,7 @@ def tiny_cross_encoder(tmp_path_factory):
     from sentence_transformers import CrossEncoder
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from embedtune.models import resolve_model
+    from embedtune.weights import resolve_model
 
     folder = tmp_path_factory.mktemp("cross")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(EMBED.model, "embed.model"))

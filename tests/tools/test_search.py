@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.select.__main__ as select_stage
 from embedtune import io
-from embedtune.chunk.__main__ import split_documents
+from embedtune.chunk.splitting import split_documents
 from embedtune.embeddings import embed_dataset, embed_texts, load_embeddings, save_embeddings
-from embedtune.eval.evaluation import evaluate
 from embedtune.mine.mined import MINED_FILE, Mined
+from embedtune.retrieval.evaluation import evaluate
 from embedtune.retrieval.lexical import BM25Index
 from embedtune.synth.qa import query_id
 from embedtune.tools import cli
@@ -114,9 +114,9 @@ def write_params(folder: Path, ship: str | None) -> None:
 
 
 def ship(folder: Path, name: str) -> None:
-    """Run the real `retrieve` stage with `retrieve.ship` forcing `name`."""
+    """Run the real `select` stage with `retrieve.ship` forcing `name`."""
     write_params(folder, name)
-    retrieve_stage.main()
+    select_stage.main()
 
 
 @pytest.fixture
@@ -288,7 +288,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return err.strip()
 
 
-RETRIEVE_FIRST = "not found: run `dvc repro retrieve` first"
+RETRIEVE_FIRST = "not found: run `dvc repro select` first"
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ def test_damaged_or_stale_retriever_file(workdir, capsys):
     (workdir / "models/retriever/retriever.json").write_text('{"retriever": ')
     err = one_line_error(capsys, ["search", QUERY])
     assert "models/retriever/retriever.json is damaged" in err
-    assert "`dvc repro retrieve`" in err
+    assert "`dvc repro select`" in err
     io.write_json(io.RETRIEVER_DIR / "retriever.json", {"retriever": "base+bm25:rrf10"})
     err = one_line_error(capsys, ["search", QUERY])
     assert "ships 'base+bm25:rrf10', which params.yaml's retrieve section does not list" in err

@@ -5,56 +5,27 @@ Usage: python -m embedtune.chunk   (reads params.yaml; run by `dvc repro`)
 Reads with LlamaIndex's `SimpleDirectoryReader` and splits with its `SentenceSplitter`; writes
 data/chunks/<split>.jsonl, one node a line: id, text, file name and page.
 
-A file that cannot be read (`embedtune.chunk.bad_documents`) stops the stage with one line naming it
-(`chunk.on_bad_document: fail`), or is left out (`skip`): listed with its reason in
+A file that cannot be read (`embedtune.reading.bad_documents`) stops the stage with one line
+naming it (`chunk.on_bad_document: fail`), or is left out (`skip`): listed with its reason in
 data/chunks/skipped.json and counted in metrics/chunk.json. Nothing is written unless every
 split keeps a readable document.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from typing import TextIO
 
 from embedtune import io
-from embedtune.chunk.bad_documents import BadDocument
-from embedtune.chunk.readers import Limits, no_documents, read_each
+from embedtune.chunk.splitting import split_documents
 from embedtune.config import ChunkConfig, load_params
-from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.errors import EmbedtuneError
+from embedtune.reading.bad_documents import BadDocument
+from embedtune.reading.readers import Limits, no_documents, read_each
+from embedtune.stage import run_stage
 
 PARAMS = {"chunk": ChunkConfig}
-
-
-def node_id(source: str, text: str, occurrence: int = 0) -> str:
-    """A stable id from the node's source file and text (and its repeat count, for twins)."""
-    key = f"{source}\0{text}\0{occurrence}" if occurrence else f"{source}\0{text}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def split_documents(documents: list, cfg: ChunkConfig) -> list[dict]:
-    """Split LlamaIndex documents into node records with ids derived from source and text."""
-    from llama_index.core.node_parser import SentenceSplitter
-
-    splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
-    records, seen = [], {}
-    for node in splitter.get_nodes_from_documents(documents):
-        text = node.get_content().strip()
-        if not text:
-            continue
-        source = node.metadata.get("file_name", "")
-        key = (source, text)
-        seen[key] = seen.get(key, -1) + 1
-        records.append(
-            {
-                "id": node_id(source, text, seen[key]),
-                "text": text,
-                "file_name": source,
-                "page": node.metadata.get("page_label"),
-            }
-        )
-    return records
 
 
 def check_raw_folders() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from embedtune import io
 from embedtune.config import DataConfig, load_params
 from embedtune.download.sources import download_all
-from embedtune.errors import run_stage
+from embedtune.stage import run_stage
 
 PARAMS = {"data": DataConfig}
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedtune import io
-from embedtune.chunk.bad_documents import HEADER_WINDOW, PDF_MAGIC, BadDocument, not_a_pdf
-from embedtune.chunk.readers import read_document
 from embedtune.config import DataConfig, Source
 from embedtune.download.pdf import render_pdf
 from embedtune.errors import EmbedtuneError
+from embedtune.reading.bad_documents import HEADER_WINDOW, PDF_MAGIC, BadDocument, not_a_pdf
+from embedtune.reading.readers import read_document
 
 USER_AGENT = "embedtune/0.1 (+https://dvc.org; document download stage)"
 _BLOCK = 1 << 20

@@ -26,7 +26,7 @@ from pathlib import Path
 from embedtune import io
 from embedtune.config import EmbedConfig, load_params
 from embedtune.embeddings import BlockStore, embed_dataset, load_encoder, save_embeddings
-from embedtune.errors import run_stage
+from embedtune.stage import run_stage
 
 PARAMS = {"embed": EmbedConfig}
 

@@ -4,7 +4,7 @@ Usage: python -m embedtune.eval   (reads params.yaml; run by `dvc repro`)
 
 Ranks every chunk of a split for every query of it with each candidate retriever: by cosine
 similarity with the frozen base model and with the tuned model (`embedtune.train.methods`), by BM25,
-and by each fusion `retrieve` lists; the one `retrieve` shipped (models/retriever) is also
+and by each fusion `retrieve` lists; the one `select` shipped (models/retriever) is also
 reported as "shipped". Writes:
 
 - metrics/eval.json: {"base": {...}, "tuned": {...}} on the validation split: every metric of
@@ -37,43 +37,29 @@ from pathlib import Path
 from embedtune import io
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
 from embedtune.embeddings import BlockStore, encoder_key, load_embeddings, load_encoder
-from embedtune.errors import EmbedtuneError, run_stage
 from embedtune.eval import tracking
-from embedtune.eval.evaluation import (
+from embedtune.eval.examples import compared_retriever, examples_markdown
+from embedtune.eval.report import print_benchmarks, print_retrievers, print_table, print_train_split
+from embedtune.eval.tables import QUERY_COLUMNS, hit_rate_curve, query_rows
+from embedtune.mine.mined import load_mined
+from embedtune.retrieval.beir import Benchmark, load_benchmark
+from embedtune.retrieval.bootstrap import paired_bootstrap
+from embedtune.retrieval.evaluation import (
     MODELS,
-    QUERY_COLUMNS,
     MetricSpec,
     SplitResult,
     compare,
     evaluate,
-    hit_rate_curve,
-    query_rows,
     with_tuned,
 )
-from embedtune.eval.examples import compared_retriever, examples_markdown
-from embedtune.eval.report import print_benchmarks, print_retrievers, print_table, print_train_split
-from embedtune.mine.mined import load_mined
-from embedtune.retrieval.beir import Benchmark, load_benchmark
-from embedtune.retrieval.bootstrap import paired_bootstrap
 from embedtune.retrieval.metrics import METRICS
-from embedtune.retrieval.retrievers import RetrievalInputs, candidates
+from embedtune.retrieval.retrievers import RetrievalInputs, candidates, shipped_retriever
+from embedtune.retrieval.tuned import TunedModel
 from embedtune.sampling import at_most
-from embedtune.train.methods.base import TunedModel, load_tuned
+from embedtune.stage import run_stage
+from embedtune.train.methods.base import load_tuned
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "retrieve": RetrieveConfig, "eval": EvalConfig}
-RETRIEVER_FILE = io.RETRIEVER_DIR / "retriever.json"
-
-
-def shipped_retriever(cfg: RetrieveConfig) -> str:
-    """The name of the retriever `retrieve` shipped, checked against today's candidates."""
-    name = io.read_json(RETRIEVER_FILE, stage="retrieve").get("retriever")
-    known = [c.name for c in candidates(cfg)]
-    if name not in known:
-        raise EmbedtuneError(
-            f"{RETRIEVER_FILE} ships {name!r}, which params.yaml's retrieve section does not "
-            "list: run `dvc repro retrieve` first"
-        )
-    return name
 
 
 class Figures:

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from embedtune import io
-from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.bootstrap import format_bounds, format_interval
+from embedtune.stage import run_stage
 
 COLUMNS = ("hit_rate@1", "hit_rate@5", "hit_rate@10", "mrr@10", "ndcg@10")
 SUMMARISED = ("hit_rate@", "recall@")  # families the rows above stand for
@@ -51,9 +53,7 @@ def print_table(
         diff = delta.get(name, {}).get("diff", tuned - base)
         row = [name, f"{base:.4f}", f"{tuned:.4f}", f"{diff:+.4f}"]
         if interval:
-            d = delta.get(name, {})
-            low, high = d.get("low"), d.get("high")
-            row.append("-" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]")
+            row.append(format_bounds(delta.get(name, {})) or "-")
         table.add_row(*row)
     if interval:
         table.caption = "interval: paired bootstrap over the queries"
@@ -88,20 +88,14 @@ def print_retrievers(figures: dict, where: str) -> None:
         rows.append((f"shipped: {shipped}", shipped, figures.get("delta_shipped", {}).get(key)))
     for label, name, delta in rows:
         cells = [label, *(f"{retrievers[name][n]:.4f}" for n in names)]
-        cells.append("" if delta is None else _difference(delta))
+        cells.append("" if delta is None else format_interval(delta))
         table.add_row(*cells)
     table.caption = "interval: paired bootstrap over the queries, against the dense base"
     Console().print(table)
     lexical = deltas.get("bm25", {}).get(key)
     if lexical and lexical["low"] is not None and lexical["low"] > 0:
-        gain = f"{key} {_difference(lexical)}"
+        gain = f"{key} {format_interval(lexical)}"
         print(f"{where}: BM25 alone beats the dense base model beyond noise ({gain})")
-
-
-def _difference(delta: dict) -> str:
-    if delta["low"] is None:
-        return f"{delta['diff']:+.4f}"
-    return f"{delta['diff']:+.4f} [{delta['low']:+.3f}, {delta['high']:+.3f}]"
 
 
 def _largest_k(summary: dict, metric: str) -> str | None:
@@ -131,9 +125,7 @@ def print_benchmarks(benchmarks: dict[str, dict]) -> None:
         line += f"base {base:.4f} tuned {tuned:.4f}"
         delta = metrics.get("delta", {}).get(name)
         if delta:
-            line += f" diff {delta['diff']:+.4f}"
-            if delta["low"] is not None:
-                line += f" [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+            line += f" diff {format_interval(delta)}"
         print(line)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from embedtune.config import PARAMS_FILE, read_params
+from embedtune.config import read_params
+from embedtune.io import PARAMS_FILE
 
 SWITCH = "EMBEDTUNE_MLFLOW"
 EXPERIMENT = "embedtune"

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from embedtune import io
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
 from embedtune.embeddings import load_embeddings, load_encoder
-from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.errors import EmbedtuneError
 from embedtune.export.card import card_fields, card_sections
 from embedtune.export.facts import gather
 from embedtune.export.model import Sources, exported, normalised, save_exported
-from embedtune.export.retriever import FOLDER as RETRIEVER_FOLDER
 from embedtune.export.retriever import SplitChunks, build, save_folder
-from embedtune.export.usage import FOLDER
+from embedtune.stage import run_stage
 from embedtune.train.methods.base import load_tuned, method_config
 
 # `llm` is only reported: a plain mapping, so editing an LLM backend does not rerun the stage.
@@ -25,8 +23,6 @@ PARAMS = {
     "retrieve": RetrieveConfig,
     "eval": EvalConfig,
 }
-MODEL_DIR = Path(FOLDER)
-RETRIEVER_DIR = Path(RETRIEVER_FOLDER)
 
 
 def training_split():
@@ -64,13 +60,13 @@ def main() -> None:
     served = build(
         shipped, splits, params.retrieve.bm25, prompts, tuned.method, tuned, base, adapter
     )
-    with io.atomic_folder(MODEL_DIR.parent) as folder:
-        save_exported(
-            result, folder / MODEL_DIR.name, prompts, card_fields(facts), card_sections(facts)
-        )
-        save_folder(served, folder / RETRIEVER_DIR.name)
-    print(f"{tuned.method} exported to {MODEL_DIR}/ (model card: {MODEL_DIR}/README.md)")
-    print(f"retriever {shipped['retriever']} ({len(served.chunks)} chunks) in {RETRIEVER_DIR}/")
+    model_dir, retriever_dir = io.EXPORTED_MODEL_DIR, io.EXPORTED_RETRIEVER_DIR
+    with io.atomic_folder(io.EXPORT_DIR) as folder:
+        card = card_fields(facts), card_sections(facts)
+        save_exported(result, folder / model_dir.name, prompts, *card)
+        save_folder(served, folder / retriever_dir.name)
+    print(f"{tuned.method} exported to {model_dir}/ (model card: {model_dir}/README.md)")
+    print(f"retriever {shipped['retriever']} ({len(served.chunks)} chunks) in {retriever_dir}/")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from embedtune.export.usage import CHUNK_EMBEDDINGS, CHUNKS, loading
-from embedtune.train.methods.heldout import HELDOUT_NAME
+from embedtune.retrieval.bootstrap import format_interval
+from embedtune.retrieval.selection import HELDOUT_NAME
 
 # PyStemmer's language names (retrieve.bm25.language) -> the ISO 639-1 codes model cards use.
 LANGUAGES = {
@@ -25,7 +26,7 @@ LANGUAGES = {
     "portuguese": "pt", "romanian": "ro", "russian": "ru", "serbian": "sr", "spanish": "es",
     "swedish": "sv", "tamil": "ta", "turkish": "tr", "yiddish": "yi",
 }  # fmt: skip
-GAIN = f"gain_{HELDOUT_NAME}"  # the held-out gain in metrics/train/metrics.json and retrieve.json
+GAIN = f"gain_{HELDOUT_NAME}"  # the held-out gain in metrics/train/metrics.json and select.json
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class CardFacts:
     seen: dict  # metrics/eval_seen.json
     benchmarks: dict  # metrics/benchmarks.json
     training: dict  # metrics/train/metrics.json
-    retrieve: dict  # metrics/retrieve.json
+    select: dict  # metrics/select.json
     retriever: dict  # models/retriever/retriever.json
     commit: str  # git commit of the code, or "unknown"
     tuned_md5: str  # models/tuned's md5 in dvc.lock, or "unknown"
@@ -80,7 +81,7 @@ def card_sections(facts: CardFacts) -> str:
         documents(facts.manifest),
         questions(facts.llm, facts.synth),
         evaluation(facts),
-        selection(facts.training, facts.retrieve, facts.retriever),
+        selection(facts.training, facts.select, facts.retriever),
         loading(facts.method, facts.embed, facts.adapter, facts.chunks),
     ]
     return "\n\n".join(parts) + "\n"
@@ -153,15 +154,8 @@ def metric_order(name: str) -> tuple[str, int]:
     return metric, int(k) if k.isdigit() else 0
 
 
-def span(d: dict) -> str:
-    """A difference with its interval: +0.0355 [+0.0062, +0.0663] (no bounds: no resamples)."""
-    if d.get("low") is None:
-        return f"{d['diff']:+.4f}"
-    return f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-
-
 def interval(d: dict | None) -> str:
-    return f" ({span(d)})" if d else ""
+    return f" ({format_interval(d)})" if d else ""
 
 
 def figures_table(figures: dict, tuned_delta: dict) -> str:
@@ -212,31 +206,31 @@ def evaluation(facts: CardFacts) -> str:
     return "\n\n".join(parts)
 
 
-def selection(training: dict, retrieve: dict, retriever: dict) -> str:
+def selection(training: dict, chosen: dict, retriever: dict) -> str:
     """The verdicts on held-out training questions: which epoch `train` kept, which retriever
-    `retrieve` shipped (and what it is)."""
+    `select` shipped (and what it is)."""
     held = training.get("heldout")
     if held:
         kept = f"epoch {held['kept_epoch']} kept" if held["kept_epoch"] else "untrained model kept"
         epoch = (
             f"best trained epoch {held['best_epoch']}, {HELDOUT_NAME} "
-            f"{span(held[GAIN])} over the untrained model; {kept}"
+            f"{format_interval(held[GAIN])} over the untrained model; {kept}"
         )
     else:
         epoch = "no held-out questions (`train.holdout_fraction` 0): the last epoch kept"
-    how = "forced by `retrieve.ship`" if retrieve.get("forced") else "by the selection rule"
-    best = retrieve.get("best")
-    verdict = f"best `{best}`, {span(retrieve[GAIN])} over `base`; " if best else ""
+    how = "forced by `retrieve.ship`" if chosen.get("forced") else "by the selection rule"
+    best = chosen.get("best")
+    verdict = f"best `{best}`, {format_interval(chosen[GAIN])} over `base`; " if best else ""
     lines = [
         "### Selection (held-out training questions, never validation)",
         "",
         f"- **Epoch:** {epoch}",
-        f"- **Retriever:** {verdict}shipped `{retrieve['shipped']}` ({how}), from "
-        f"{retrieve.get('heldout_questions', 0)} held-out questions",
+        f"- **Retriever:** {verdict}shipped `{chosen['shipped']}` ({how}), from "
+        f"{chosen.get('heldout_questions', 0)} held-out questions",
     ]
     lines += [
         f"  - `{name}`: held-out {HELDOUT_NAME} {value:.4f}"
-        for name, value in retrieve.get(HELDOUT_NAME, {}).items()
+        for name, value in chosen.get(HELDOUT_NAME, {}).items()
     ]
     shipped = yaml.safe_dump(retriever, sort_keys=True).strip()
     lines += [

@@ -16,15 +16,14 @@ import yaml
 from embedtune import io
 from embedtune.export.card import CardFacts
 
-LOCK_FILE = Path("dvc.lock")
 # (card field, file, the stage that writes it), latest stage first: its `dvc repro` makes all
 REPORTS = [
     ("validation", io.METRICS_DIR / "eval.json", "eval"),
     ("validation_delta", io.METRICS_DIR / "eval_delta.json", "eval"),
     ("seen", io.METRICS_DIR / "eval_seen.json", "eval"),
     ("benchmarks", io.METRICS_DIR / "benchmarks.json", "eval"),
-    ("retrieve", io.METRICS_DIR / "retrieve.json", "retrieve"),
-    ("retriever", io.RETRIEVER_DIR / "retriever.json", "retrieve"),
+    ("select", io.METRICS_DIR / "select.json", "select"),
+    ("retriever", io.RETRIEVER_FILE, "select"),
     ("training", io.METRICS_DIR / "train" / "metrics.json", "train"),
     ("manifest", io.MANIFEST, "download"),
 ]
@@ -76,7 +75,7 @@ def git_commit() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
-def locked_md5(out: Path, lock: Path = LOCK_FILE) -> str:
+def locked_md5(out: Path, lock: Path = io.LOCK_FILE) -> str:
     """The md5 dvc.lock records for the output `out`, or "unknown" (no dvc.lock, or a stage
     run by hand before DVC recorded it)."""
     try:

@@ -2,7 +2,7 @@
 
 Usage: served = load_folder("models/export/retriever")   # settings, chunks, vectors, BM25 index
 
-What `retrieve` shipped (models/retriever/retriever.json), over the chunks of every split:
+What `select` shipped (models/retriever/retriever.json), over the chunks of every split:
 
     retriever.json           the candidate, its dense model, BM25 settings and fusion (`settings`)
     chunks.jsonl             one chunk a line: id, text, file_name, page, split; line i is row i
@@ -31,7 +31,7 @@ from embedtune.config import BM25Config
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 
-FOLDER = "models/export/retriever"  # where the `export` stage writes it
+FOLDER = io.EXPORTED_RETRIEVER_DIR
 SETTINGS, CHUNKS, EMBEDDINGS, BM25_INDEX, BASE_MODEL = (
     "retriever.json",
     "chunks.jsonl",

@@ -3,7 +3,9 @@ LlamaIndex, the nudge files, and pushing it to the Hugging Face Hub."""
 
 from __future__ import annotations
 
-FOLDER = "models/export/model"  # where the `export` stage writes it
+from embedtune import io
+
+FOLDER = str(io.EXPORTED_MODEL_DIR)  # as the loading code quotes it
 CHUNK_EMBEDDINGS, CHUNKS = "chunk_embeddings.safetensors", "chunks.jsonl"  # nudge only
 LLAMAINDEX_ADAPTER = "llamaindex_adapter"  # adapters only: models/tuned's files
 # The LlamaIndex class of each adapter method (models/tuned uses its parameter names).

@@ -14,10 +14,10 @@ from __future__ import annotations
 from embedtune import io
 from embedtune.config import EmbedConfig, MineConfig, load_params
 from embedtune.embeddings import load_embeddings, load_encoder
-from embedtune.errors import run_stage
 from embedtune.mine.mined import MINED_FILE
 from embedtune.mine.negatives import mine
-from embedtune.models import pick_device, resolve_model
+from embedtune.stage import run_stage
+from embedtune.weights import pick_device, resolve_model
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "mine": MineConfig}
 

@@ -23,7 +23,7 @@ from embedtune.embeddings import SplitEmbeddings
 from embedtune.mine.mined import Mined
 from embedtune.retrieval.ranking import binary_qrels, rank
 from embedtune.sampling import at_most, share
-from embedtune.synth.questions import words
+from embedtune.text import words
 
 
 def seen_corpus_questions(

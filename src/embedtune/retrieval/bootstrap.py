@@ -1,4 +1,5 @@
-"""The paired bootstrap interval of tuned - base, per metric, over the same resampled queries."""
+"""The paired bootstrap interval of tuned - base, per metric, over the same resampled queries,
+and the one way it is written out."""
 
 from __future__ import annotations
 
@@ -36,3 +37,17 @@ def paired_bootstrap(
             low, high = (round(float(x), 4) for x in np.quantile(means, [tail, 1.0 - tail]))
         delta[name] = {"diff": round(float(diff.mean()), 4), "low": low, "high": high}
     return delta
+
+
+def format_bounds(delta: dict) -> str | None:
+    """The interval of a difference, "[+0.0062, +0.0663]"; None without bounds (no resamples)."""
+    if delta.get("low") is None or delta.get("high") is None:
+        return None
+    return f"[{delta['low']:+.4f}, {delta['high']:+.4f}]"
+
+
+def format_interval(delta: dict) -> str:
+    """A difference with its interval, "+0.0355 [+0.0062, +0.0663]", or the difference alone
+    when the interval has no bounds."""
+    bounds = format_bounds(delta)
+    return f"{delta['diff']:+.4f}" + (f" {bounds}" if bounds else "")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from embedtune import io
 from embedtune.config import BM25Config, RetrieveConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.fusion import Fusion, make_fusion
@@ -140,3 +141,16 @@ class RetrievalInputs:
                         yield c.name, d if d is not None else bm25
 
         return scores
+
+
+def shipped_retriever(cfg: RetrieveConfig) -> str:
+    """The name of the retriever `select` shipped (`io.RETRIEVER_FILE`), checked against the
+    candidates `cfg` lists today."""
+    name = io.read_json(io.RETRIEVER_FILE, stage="select").get("retriever")
+    known = [c.name for c in candidates(cfg)]
+    if name not in known:
+        raise EmbedtuneError(
+            f"{io.RETRIEVER_FILE} ships {name!r}, which params.yaml's retrieve section does not "
+            "list: run `dvc repro select` first"
+        )
+    return name

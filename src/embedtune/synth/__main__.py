@@ -22,7 +22,7 @@ from pathlib import Path
 
 from embedtune import io
 from embedtune.config import SynthConfig, load_params
-from embedtune.errors import run_stage
+from embedtune.stage import run_stage
 from embedtune.synth.llm.answers import (
     AnswerCache,
     answer_all,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from embedtune.config import SynthConfig
+from embedtune.text import words
 
 # A list marker needs a space after it, so "**kwargs ...?" and "3.14: ...?" keep their start.
 _LEADER = re.compile(r"^(?:[-*•]+|\(?\d{1,2}[.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s+", re.I)
@@ -24,7 +25,6 @@ _SOURCE_TALK = re.compile(
     r"(?:context|passage|text|excerpt|paragraph|document|article|section|snippet)\b",
     re.I,
 )
-_WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+")
 
 
@@ -38,10 +38,6 @@ def clean_line(line: str) -> str:
         if stripped == line:
             return line
         line = stripped
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.casefold())
 
 
 def longest_copied_run(question: list[str], source: list[str]) -> int:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from embedtune.errors import run_stage
+from embedtune.stage import run_stage
 from embedtune.tools import remote
 
 
@@ -47,7 +47,7 @@ def add_search(commands) -> None:
         "search",
         help="top chunks of the shipped retriever and the base model for a query",
         description=(
-            "Rank one split's chunks for QUERY with the retriever `retrieve` shipped "
+            "Rank one split's chunks for QUERY with the retriever `select` shipped "
             "(models/retriever/retriever.json) and with the dense base model, from the "
             "pipeline's stored files; prints both side by side."
         ),

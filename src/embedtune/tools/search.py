@@ -1,5 +1,5 @@
 """`embedtune search "QUERY"`: the top chunks of one split for a query, by the retriever that
-`retrieve` shipped and by the dense base model, side by side.
+`select` shipped and by the dense base model, side by side.
 
 Usage: embedtune search "how do generators work" --k 5 [--split train] [--json]
 
@@ -22,7 +22,12 @@ import torch
 from embedtune import io
 from embedtune.config import EmbedConfig, RetrieveConfig, load_params
 from embedtune.errors import EmbedtuneError
-from embedtune.retrieval.retrievers import Candidate, RetrievalInputs, candidates
+from embedtune.retrieval.retrievers import (
+    Candidate,
+    RetrievalInputs,
+    candidates,
+    shipped_retriever,
+)
 from embedtune.retrieval.scores import competition_ranks
 
 PARAMS = {"embed": EmbedConfig, "retrieve": RetrieveConfig}
@@ -69,15 +74,7 @@ def check_request(query: str, split: str, k: int) -> None:
 def require(path: Path) -> None:
     """A missing input is one line naming it and the command that makes every input here."""
     if not path.exists():
-        raise io.not_found(path, stage="retrieve")
-
-
-def shipped_name(cfg: RetrieveConfig) -> str:
-    """The retriever `retrieve` shipped, checked against params.yaml as `eval` checks it."""
-    from embedtune.eval.__main__ import RETRIEVER_FILE, shipped_retriever
-
-    with io.reading(RETRIEVER_FILE, stage="retrieve"):  # damaged JSON: one line too
-        return shipped_retriever(cfg)
+        raise io.not_found(path, stage="select")
 
 
 def load_split(split: str) -> StoredSplit:
@@ -96,7 +93,7 @@ def load_split(split: str) -> StoredSplit:
     if unknown:
         raise EmbedtuneError(
             f"{emb_path} holds chunk {unknown[0]!r}, which {paths[1]} lacks: "
-            "run `dvc repro retrieve` to bring them up to date"
+            "run `dvc repro select` to bring them up to date"
         )
     texts = [corpus[cid] for cid in emb.corpus_ids]
     return StoredSplit(emb.corpus_ids, texts, emb.corpus, records)
@@ -108,7 +105,7 @@ def retrieval_inputs(
     """What the base model and the shipped retriever need to score the split for `query`: the
     query encoded by the base model (and the tuned one when shipped uses it), BM25 if used."""
     from embedtune.embeddings import embed_texts, load_encoder
-    from embedtune.eval.evaluation import with_tuned
+    from embedtune.retrieval.evaluation import with_tuned
 
     embed: EmbedConfig = params.embed
     base_q = embed_texts(load_encoder(embed), [query], embed.query_prefix, embed.batch_size)
@@ -125,7 +122,7 @@ def top_chunks(scores: torch.Tensor, k: int) -> list[tuple[int, int, float]]:
     if not torch.isfinite(scores).all():  # as `eval` refuses them
         raise EmbedtuneError(
             "non-finite similarity scores (NaN or inf): the tuned model diverged; "
-            "retrain it with a lower train.lr (`dvc repro retrieve`)"
+            "retrain it with a lower train.lr (`dvc repro select`)"
         )
     order = torch.sort(scores, descending=True, stable=True).indices[:k]
     ranks = competition_ranks(scores[None])[0]
@@ -174,7 +171,7 @@ def search(query: str, split: str = "validation", k: int = 5) -> Results:
     check_request(query, split, k)
     params = load_params(PARAMS)
     known = {c.name: c for c in candidates(params.retrieve)}
-    shipped = known[shipped_name(params.retrieve)]
+    shipped = known[shipped_retriever(params.retrieve)]
     stored = load_split(split)
     tuned = None
     if shipped.dense == "tuned":

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from embedtune import io
 from embedtune.config import EmbedConfig, load_params
-from embedtune.errors import run_stage
-from embedtune.mine.mined import load_mined
+from embedtune.retrieval.bootstrap import format_interval
+from embedtune.retrieval.selection import HELDOUT_NAME
+from embedtune.stage import run_stage
 from embedtune.train import distributed
 from embedtune.train.methods.base import (
     TrainingInputs,
@@ -28,7 +29,6 @@ from embedtune.train.methods.base import (
     method_config,
     save_tuned,
 )
-from embedtune.train.methods.heldout import HELDOUT_NAME
 
 PARAMS = {"seed": int, "embed": EmbedConfig, "train": method_config}
 
@@ -39,12 +39,7 @@ def main() -> None:
     params = load_params(PARAMS)
     cfg = params.train
     distributed.setup(cfg.method)
-    inputs = TrainingInputs(
-        io.load_qa("train"),
-        params.embed,
-        io.EMBEDDINGS_DIR / "train.safetensors",
-        mined=load_mined(),
-    )
+    inputs = TrainingInputs.stored(params.embed)
     if not distributed.is_main_process():  # trains its share; the first process writes
         get_method(cfg.method).train(inputs, cfg, params.seed, TrainingLog())
         return
@@ -74,13 +69,12 @@ def main() -> None:
 
 
 def selection_line(best: int, kept: int, gain: dict) -> str:
-    interval = "" if gain["low"] is None else f" [{gain['low']:+.4f}, {gain['high']:+.4f}]"
     verdict = (
         f"epoch {kept} kept"
         if kept
         else "the untrained model kept: training did not beat it beyond the held-out noise"
     )
-    return f"best epoch {best}: held-out {HELDOUT_NAME} {gain['diff']:+.4f}{interval}; {verdict}"
+    return f"best epoch {best}: held-out {HELDOUT_NAME} {format_interval(gain)}; {verdict}"
 
 
 if __name__ == "__main__":

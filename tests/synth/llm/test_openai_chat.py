@@ -1,6 +1,6 @@
 """The OpenAI-compatible backend against stdlib stub servers on 127.0.0.1: real HTTP through the
-real `openai` client, scripted answers. The real model server (`python -m embedtune.tools.serve`)
-is exercised in tests/tools/test_serve.py.
+real `openai` client, scripted answers. The real model server
+(`python -m embedtune.tools.llm_server`) is exercised in tests/tools/test_llm_server.py.
 
 The client backs off 0.5 s, 1 s, ... between retries unless the server sends `Retry-After`: the
 stubs send a short one where a test retries, and max_retries stays small.
@@ -195,7 +195,7 @@ def test_unreachable_server_fails_load_with_one_line():
         loaded(http_cfg(url, max_retries=3))
     assert time.perf_counter() - started < 2  # load() checks once, without retries
     assert "\n" not in str(err.value)
-    assert "python -m embedtune.tools.serve" in str(err.value)
+    assert "python -m embedtune.tools.llm_server" in str(err.value)
     with pytest.raises(EmbedtuneError, match="llm.base_url=127.0.0.1:8000/v1 must start with http"):
         loaded(http_cfg("127.0.0.1:8000/v1"))
 

@@ -16,6 +16,12 @@ import torch.nn.functional as F
 
 import embedtune.train.methods.adapter_training as adapter_training
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.selection import (
+    HELDOUT_NAME,
+    heldout_chunks,
+    heldout_score,
+    heldout_split,
+)
 from embedtune.train.methods.adapter_training import (
     make_optimizer,
     no_duplicate_batches,
@@ -24,12 +30,6 @@ from embedtune.train.methods.adapter_training import (
     training_pairs,
 )
 from embedtune.train.methods.base import TrainingLog, get_method
-from embedtune.train.methods.heldout import (
-    HELDOUT_NAME,
-    heldout_score,
-    heldout_split,
-    holdout_chunks,
-)
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
 from tests.conftest import cfg
@@ -310,7 +310,7 @@ def adversarial(seed: int = 0, n_chunks: int = 24, dim: int = 16):
     corpus = F.normalize(torch.randn(n_chunks, dim, generator=g), dim=-1)
     rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
     cids = [f"c{i}" for i in range(n_chunks)]
-    held = holdout_chunks(cids, 0.25, seed)
+    held = heldout_chunks(cids, 0.25, seed)
     rows = torch.arange(n_chunks).repeat_interleave(2)
     queries = torch.stack([corpus[r] if cids[r] in held else corpus[r] @ rotation.T for r in rows])
     return split(queries, corpus, {i: [r] for i, r in enumerate(rows.tolist())})

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from embedtune.embeddings import embed_texts, save_embeddings
+from embedtune.retrieval.selection import HELDOUT_NAME
 from embedtune.train.methods.adapters import AdapterConfig, AdapterMethod, AdapterModel
 from embedtune.train.methods.base import (
     TrainingInputs,
@@ -19,7 +20,6 @@ from embedtune.train.methods.base import (
     load_tuned,
     save_tuned,
 )
-from embedtune.train.methods.heldout import HELDOUT_NAME
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
 from tests.conftest import cfg
@@ -116,7 +116,7 @@ def llama_minilm():
     """The base model as LlamaIndex's HuggingFaceEmbedding."""
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    from embedtune.models import resolve_model
+    from embedtune.weights import resolve_model
 
     embed = cfg("embed")
     return HuggingFaceEmbedding(model_name=resolve_model(embed.model, "embed.model"), device="cpu")

@@ -12,6 +12,7 @@ import torch
 
 from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.selection import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.train.methods.base import (
     TrainingInputs,
     TrainingLog,
@@ -20,7 +21,6 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.full import FullConfig, FullMethod, FullModel
-from embedtune.train.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from tests.train.methods.helpers import PICKLE_SUFFIXES, embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()

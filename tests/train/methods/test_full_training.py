@@ -14,11 +14,12 @@ import torch
 
 from embedtune.embeddings import embed_dataset, embed_texts, load_encoder
 from embedtune.errors import EmbedtuneError
-from embedtune.eval.evaluation import evaluate
 from embedtune.mine.mined import Mined
+from embedtune.retrieval.evaluation import evaluate
 from embedtune.retrieval.fusion import make_fusion
 from embedtune.retrieval.lexical import BM25Index
 from embedtune.retrieval.ranking import cosine_scores
+from embedtune.retrieval.selection import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import TrainingInputs, TrainingLog, save_tuned
 from embedtune.train.methods.full import FullModel
@@ -32,7 +33,6 @@ from embedtune.train.methods.full_training import (
     training_arguments,
     weights_copy,
 )
-from embedtune.train.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.train.methods.linear import LinearAdapter
 from tests.conftest import cfg
 from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
@@ -270,7 +270,7 @@ def test_fusion_margin_mse_distils_the_fused_scores_of_the_mined_negatives(minil
     loss = train_cfg.loss
     scores = loss.teacher_scores(inputs)
     assert set(scores) == set(dataset["queries"]) and all(len(s) == 3 for s in scores.values())
-    # the teacher is the retrieve stage's convex fusion of the base cosine and BM25
+    # the teacher is the `retrieve.fusion` convex candidate of the base cosine and BM25
     convex = make_fusion("convex", {"dense_weight": loss.dense_weight}, 0)
     index = BM25Index.build(list(dataset["corpus"].values()), loss.bm25)
     fused = convex.fuse(

@@ -15,6 +15,7 @@ from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.metrics import metric_at
 from embedtune.retrieval.ranking import binary_qrels, rank
+from embedtune.retrieval.selection import HELDOUT_NAME, heldout_split
 from embedtune.train.methods.base import (
     TrainingInputs,
     TrainingLog,
@@ -22,7 +23,6 @@ from embedtune.train.methods.base import (
     load_tuned,
     save_tuned,
 )
-from embedtune.train.methods.heldout import HELDOUT_NAME, heldout_split
 from embedtune.train.methods.nudge import NudgeConfig, NudgeMethod, NudgeModel, nudge, text_key
 from tests.conftest import cfg
 from tests.train.methods.helpers import split

@@ -118,7 +118,7 @@ TOY_TRAIN = {
 
 def test_a_method_registered_from_a_test_runs_train_retrieve_and_eval(toy_method, workdir):
     import embedtune.eval.__main__ as eval_stage
-    import embedtune.retrieve.__main__ as retrieve_stage
+    import embedtune.select.__main__ as select_stage
     import embedtune.train.__main__ as train_stage
 
     write_params(workdir, TOY_TRAIN)
@@ -130,7 +130,7 @@ def test_a_method_registered_from_a_test_runs_train_retrieve_and_eval(toy_method
     summary = json.loads((workdir / "metrics/train/metrics.json").read_text())
     assert summary["heldout"]["best_epoch"] == summary["heldout"]["kept_epoch"] == 1
     assert summary["heldout"]["gain_mrr@10"] == {"diff": 0.5, "low": 0.25, "high": 0.75}
-    retrieve_stage.main()
+    select_stage.main()
     eval_stage.main()
     metrics = json.loads((workdir / "metrics/eval.json").read_text())
     assert metrics["tuned"] == metrics["base"]  # a gain leaves cosine rankings as they were

@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 import torch
 from pydantic import ValidationError
 
-from embedtune.config import PARAMS_FILE, Section, describe
+from embedtune.config import Section, describe
 from embedtune.errors import EmbedtuneError
+from embedtune.io import PARAMS_FILE
 from embedtune.registry import Registry
 
 

@@ -1,7 +1,7 @@
 """Backend `openai`: any OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API).
 
 Usage: `-S llm=openai_server` (or `-S llm.base_url=http://HOST:PORT/v1`), then `dvc exp run`;
-`python -m embedtune.tools.serve` is one such server for a local model.
+`python -m embedtune.tools.llm_server` is one such server for a local model.
 
 Requests go through the `openai` client: its timeouts, its retries with exponential backoff on
 connection errors, timeouts, 408, 409, 429 and 5xx (honouring `Retry-After`), and its error
@@ -95,7 +95,7 @@ class OpenAIChat(ChatBackend):
         except openai.APIConnectionError as err:
             raise EmbedtuneError(
                 f"{where}: no server answers ({type(err).__name__}); start an OpenAI-compatible "
-                "server there (e.g. `python -m embedtune.tools.serve --port 8000`) or fix "
+                "server there (e.g. `python -m embedtune.tools.llm_server --port 8000`) or fix "
                 "llm.base_url"
             ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as err:

@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from embedtune.errors import EmbedtuneError
-from embedtune.models import pick_device, resolve_model
 from embedtune.synth.llm.base import BACKENDS, ChatBackend, Generation, LLMConfig
+from embedtune.weights import pick_device, resolve_model
 
 KEPT_TAIL_TOKENS = 128  # an over-long message keeps this much of its end: the instruction
 

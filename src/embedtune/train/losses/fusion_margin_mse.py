@@ -2,7 +2,7 @@
 
 The teacher scores each training question's positive and mined negatives by the convex fusion
 of the base model's cosine and BM25 (each min-max scaled over the training corpus, the
-`retrieve` stage's `convex` fusion), and the model learns to reproduce the teacher's margins
+`retrieve.fusion` `convex` candidate), and the model learns to reproduce the teacher's margins
 (sentence-transformers' MarginMSELoss), so the dense model alone may carry some of what BM25
 adds where a vector store has no BM25.
 """
@@ -23,7 +23,7 @@ class FusionMarginMSEConfig(LossConfig):
     name: Literal["fusion_margin_mse"]
     needs_scores: ClassVar[bool] = True
     dense_weight: float = Field(gt=0, lt=1)  # the teacher's weight of the base model's cosine
-    bm25: BM25Config  # the teacher's BM25 (conf: the `retrieve` stage's settings)
+    bm25: BM25Config  # the teacher's BM25 (conf: the `retrieve` section's settings)
 
     def teacher_scores(self, inputs) -> dict[str, list[float]]:
         """[positive, negatives...] fused scores of every question with mined negatives."""

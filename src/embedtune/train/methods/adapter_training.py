@@ -4,7 +4,7 @@ Loss: multiple negatives ranking, each question's chunk against the batch's othe
 chunks and the batch's mined hard negatives; no chunk is twice in a batch as a positive; an
 optional penalty keeps the adapted queries near the base ones. After every epoch the held-out
 questions' MRR@10 scores the weights; the best epoch is kept only if it beats the untrained
-adapter beyond the held-out slice's noise (`embedtune.train.methods.heldout`).
+adapter beyond the held-out slice's noise (`embedtune.retrieval.selection`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from torch import nn
 
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
-from embedtune.train.methods.base import TrainingLog, check_loss, diverged
-from embedtune.train.methods.heldout import (
+from embedtune.retrieval.selection import (
     HELDOUT_NAME,
     heldout_per_query,
     heldout_split,
-    select,
+    select_epoch,
 )
+from embedtune.train.methods.base import TrainingLog, check_loss, diverged
 
 
 def training_pairs(
@@ -195,7 +195,7 @@ def train_adapter(
         negatives: a training question's mined hard negatives (chunk ids, hardest first).
 
     Returns: the adapter with the best trained epoch's weights if their held-out gain over the
-    untrained adapter is clear of noise (`heldout.trained_wins`), else the untrained weights;
+    untrained adapter is clear of noise (`selection.beats_base`), else the untrained weights;
     the last epoch's when nothing is held out.
     """
     relevant = dataset["relevant_docs"]
@@ -237,5 +237,5 @@ def train_adapter(
 
 def _keep_selected(adapter: nn.Module, untrained: tuple, best: tuple, cfg, seed, log) -> None:
     """Load the best epoch's weights if they beat the untrained ones beyond noise, else those."""
-    kept = select(untrained[1], best[0], best[1], cfg, seed, log)
+    kept = select_epoch(untrained[1], best[0], best[1], cfg, seed, log)
     adapter.load_state_dict((best if kept else untrained)[2])

@@ -24,18 +24,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, model_validator
 
 from embedtune import io
 from embedtune.config import EmbedConfig, Section
 from embedtune.embeddings import SplitEmbeddings, load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError
-from embedtune.mine.mined import Mined
+from embedtune.mine.mined import Mined, load_mined
 from embedtune.registry import Registry
-from embedtune.train.methods.heldout import heldout_split
+from embedtune.retrieval.selection import heldout_split
+from embedtune.retrieval.tuned import TunedModel
 
 METHODS: Registry[type[Method]] = Registry("train.method", "embedtune.train.methods")
 
@@ -65,26 +65,6 @@ class TrainConfig(Section):
         return self
 
 
-class TunedModel(Protocol):
-    """What `train` makes and `eval` scores, whatever the method.
-
-    A model that encodes texts itself, rather than mapping their base embeddings, may also have
-    `cached(root, read_only) -> TunedModel`: the same model, keeping its rows in a folder under
-    `root` named by its weights, so `eval` embeds a benchmark once per model (`FullModel`).
-    """
-
-    method: str
-
-    def encode_queries(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
-        """Embeddings of queries, given their texts and their base-model embeddings."""
-
-    def encode_corpus(self, texts: list[str], base: torch.Tensor) -> torch.Tensor:
-        """Embeddings of chunks, given their texts and their base-model embeddings."""
-
-    def save(self, folder: Path) -> None:
-        """Write the model into the empty `folder`, with config.json naming its method."""
-
-
 @dataclass
 class TrainingLog:
     """Where a method reports progress: (step, loss) per optimiser step, (epoch, step,
@@ -107,6 +87,14 @@ class TrainingInputs:
     mined: Mined | None = None  # question roles and hard negatives (stage `mine`)
     _embeddings: SplitEmbeddings | None = field(default=None, repr=False)
     _encoder: Any = field(default=None, repr=False)
+
+    @classmethod
+    def stored(cls, embed: EmbedConfig) -> TrainingInputs:
+        """The training split as the pipeline stored it: `synth`'s questions, `embed`'s base
+        embeddings (read on first use) and `mine`'s question roles and hard negatives."""
+        return cls(
+            io.load_qa("train"), embed, io.EMBEDDINGS_DIR / "train.safetensors", load_mined()
+        )
 
     def embeddings(self) -> SplitEmbeddings:
         if self._embeddings is None:
@@ -145,7 +133,7 @@ class TrainingInputs:
 
 class Method(ABC):
     Config: ClassVar[type[TrainConfig]]
-    # how its held-out slice is drawn (see `heldout_split`); `retrieve` draws the same one
+    # how its held-out slice is drawn (see `heldout_split`); `select` draws the same one
     heldout_unit: ClassVar[Literal["chunk", "question"]] = "chunk"
 
     @abstractmethod

@@ -18,9 +18,9 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import BlockStore, embed_texts, encoder_key, load_encoder
-from embedtune.models import encoder_dtype, pick_device
 from embedtune.train.losses import LossConfig, loss_config
 from embedtune.train.methods.base import METHODS, Method, TrainConfig, TrainingInputs, TrainingLog
+from embedtune.weights import encoder_dtype, pick_device
 
 
 class FullConfig(TrainConfig):

@@ -15,17 +15,17 @@ import torch
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import embed_texts
 from embedtune.errors import EmbedtuneError
-from embedtune.models import encoder_dtype
+from embedtune.retrieval.selection import (
+    HELDOUT_NAME,
+    heldout_per_query,
+    select_epoch,
+)
 from embedtune.train import distributed
 from embedtune.train.losses import build_loss
 from embedtune.train.methods.base import TrainingInputs, TrainingLog, check_loss
 from embedtune.train.methods.checkpoints import checkpoint_space
 from embedtune.train.methods.full_data import training_columns
-from embedtune.train.methods.heldout import (
-    HELDOUT_NAME,
-    heldout_per_query,
-    select,
-)
+from embedtune.weights import encoder_dtype
 
 EVAL_KEY = f"heldout_{HELDOUT_NAME}"  # the trainer logs it as eval_heldout_mrr@10
 
@@ -202,7 +202,7 @@ def train_full(model, inputs: TrainingInputs, cfg, seed: int, log: TrainingLog):
     if evaluator is not None:
         # the best epoch (the trainer loaded it back), as interpolated: the model shipped
         best = evaluator.per_query(model)
-        if not select(selection.untrained, selection.best_epoch, best, cfg, seed, log):
+        if not select_epoch(selection.untrained, selection.best_epoch, best, cfg, seed, log):
             return None
     model.prompts = {"query": embed.query_prefix, "document": embed.document_prefix}
     model.default_prompt_name = None

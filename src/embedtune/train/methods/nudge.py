@@ -44,6 +44,11 @@ from embedtune import io
 from embedtune.config import EmbedConfig
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.selection import (
+    HELDOUT_NAME,
+    heldout_per_query,
+    select_epoch,
+)
 from embedtune.train.methods.base import (
     METHODS,
     Method,
@@ -51,11 +56,6 @@ from embedtune.train.methods.base import (
     TrainingInputs,
     TrainingLog,
     saved_config,
-)
-from embedtune.train.methods.heldout import (
-    HELDOUT_NAME,
-    heldout_per_query,
-    select,
 )
 
 WEIGHTS, KEYS = "model.safetensors", "keys"
@@ -199,7 +199,7 @@ def choose_gamma(
             break
     if best is None:
         return 0.0
-    return best[1] if select(untrained, best[0], best[2], cfg, seed, log) else 0.0
+    return best[1] if select_epoch(untrained, best[0], best[2], cfg, seed, log) else 0.0
 
 
 @METHODS.register("nudge")

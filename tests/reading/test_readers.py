@@ -8,10 +8,10 @@ from pydoc_data.topics import topics
 
 import pytest
 
-from embedtune.chunk.readers import HtmlText, html_text, read_documents
 from embedtune.download.pdf import render_pdf
 from embedtune.download.sources import LOCAL_EXTENSIONS, download_all
 from embedtune.errors import EmbedtuneError
+from embedtune.reading.readers import HtmlText, html_text, read_documents
 from tests.conftest import cfg
 from tests.download.test_sources import make_documents
 

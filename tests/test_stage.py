@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from embedtune.errors import EmbedtuneError, run_stage
+from embedtune.errors import EmbedtuneError
+from embedtune.stage import run_stage
 
 CHANGED = (
     "embedtune train: error: params.yaml changed while train ran (another run in this "

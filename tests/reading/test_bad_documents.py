@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 import embedtune.chunk.__main__ as chunk
-from embedtune.chunk.bad_documents import BadDocument
-from embedtune.chunk.readers import Limits, read_document
-from embedtune.errors import run_stage
+from embedtune.reading.bad_documents import BadDocument
+from embedtune.reading.readers import Limits, read_document
+from embedtune.stage import run_stage
 from tests.bad_files import (
     BAD_FILES,
     bomb_pdf,
@@ -79,8 +79,8 @@ def test_unclosed_paragraphs_and_void_tags_are_not_depth(tmp_path):
 HOSTILE = """
 import sys
 from pathlib import Path
-from embedtune.chunk.bad_documents import BadDocument
-from embedtune.chunk.readers import read_document
+from embedtune.reading.bad_documents import BadDocument
+from embedtune.reading.readers import read_document
 for path in sorted(Path(sys.argv[1]).iterdir()):
     try:
         read_document(path, path.name)

@@ -2,7 +2,7 @@
 
 `sniff` looks at a file's bytes only (no parser): empty, not what its extension says (an HTML
 page saved as .pdf), a PDF without its end marker (cut off), a text file that is not UTF-8.
-The readers (`embedtune.chunk.readers`) raise the same `BadDocument` for what only parsing shows:
+The readers (`embedtune.reading.readers`) raise the same `BadDocument` for what only parsing shows:
 encrypted, no text layer, past a size bound.
 """
 

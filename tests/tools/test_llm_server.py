@@ -1,5 +1,5 @@
-"""`python -m embedtune.tools.serve`: its pure helpers, and the real server with SmolLM2-135M on
-127.0.0.1, driven by our OpenAI backend and by raw HTTP.
+"""`python -m embedtune.tools.llm_server`: its pure helpers, and the real server with
+SmolLM2-135M on 127.0.0.1, driven by our OpenAI backend and by raw HTTP.
 
 The server exists because `transformers serve` (5.24) cannot load a local GGUF file (its config
 has no `architectures`).
@@ -21,7 +21,7 @@ import pytest
 from embedtune.errors import EmbedtuneError
 from embedtune.synth.llm.base import Generation, make_chat
 from embedtune.synth.llm.openai_chat import OpenAIChat
-from embedtune.tools.serve import (
+from embedtune.tools.llm_server import (
     Job,
     RequestError,
     completion_body,
@@ -107,7 +107,15 @@ def test_a_named_key_variable_that_is_unset_fails_at_once():
     env.pop(KEY_ENV, None)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "embedtune.tools.serve", "--api-key-env", KEY_ENV, "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "embedtune.tools.llm_server",
+            "--api-key-env",
+            KEY_ENV,
+            "--port",
+            "0",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -125,14 +133,14 @@ def test_a_named_key_variable_that_is_unset_fails_at_once():
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory) -> Iterator[str]:
-    """`python -m embedtune.tools.serve` with SmolLM2-135M on a free port, requiring KEY."""
+    """`python -m embedtune.tools.llm_server` with SmolLM2-135M on a free port, requiring KEY."""
     port = free_port()
     log: Path = tmp_path_factory.mktemp("serve") / "serve.log"
     args = ["--port", str(port), "--device", "cpu", "--served-model-name", "smollm2"]
     args += ["--api-key-env", KEY_ENV, "--batch-size", "4"]
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "embedtune.tools.serve", *args],
+            [sys.executable, "-m", "embedtune.tools.llm_server", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=server_env(**{KEY_ENV: KEY}),

@@ -1,4 +1,4 @@
-"""Stage `retrieve` for real in a temporary working directory: the candidates are scored on the
+"""Stage `select` for real in a temporary working directory: the candidates are scored on the
 held-out training questions only, and the one the selection rule ships is written."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import pytest
 import torch
 import yaml
 
-import embedtune.retrieve.__main__ as retrieve_stage
+import embedtune.select.__main__ as select_stage
 from embedtune import io
 from embedtune.embeddings import SplitEmbeddings, save_embeddings
-from embedtune.errors import run_stage
 from embedtune.mine.mined import MINED_FILE, Mined
+from embedtune.retrieval.selection import heldout_split
+from embedtune.stage import run_stage
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
-from embedtune.train.methods.heldout import heldout_split
 from embedtune.train.methods.linear import LinearAdapter
 from tests.conftest import cfg
 
@@ -66,8 +66,8 @@ def read_json(path):
 
 
 def test_ships_what_the_heldout_training_questions_prefer(workdir, capsys):
-    retrieve_stage.main()
-    verdict = read_json(workdir / "metrics/retrieve.json")
+    select_stage.main()
+    verdict = read_json(workdir / "metrics/select.json")
     _, held = heldout_split(TRAIN, 0.5, 0)
     assert verdict["heldout_questions"] == len(held) == 20
     means = verdict["mrr@10"]
@@ -75,7 +75,7 @@ def test_ships_what_the_heldout_training_questions_prefer(workdir, capsys):
     assert means["bm25"] == 1.0  # the unit code finds every chunk
     assert verdict["best"] == "bm25" and verdict["shipped"] == "bm25"
     assert verdict["gain_mrr@10"]["low"] > 0
-    shipped = read_json(io.RETRIEVER_DIR / "retriever.json")
+    shipped = read_json(io.RETRIEVER_FILE)
     assert shipped == {
         "retriever": "bm25",
         "dense": None,
@@ -89,11 +89,11 @@ def test_ships_what_the_heldout_training_questions_prefer(workdir, capsys):
 
 def test_ship_forces_a_candidate_and_its_description(workdir, capsys):
     write_params(workdir, ship="tuned+bm25:convex50")
-    retrieve_stage.main()
-    verdict = read_json(workdir / "metrics/retrieve.json")
+    select_stage.main()
+    verdict = read_json(workdir / "metrics/select.json")
     assert verdict["best"] == "bm25" and verdict["shipped"] == "tuned+bm25:convex50"
     assert verdict["forced"] is True
-    shipped = read_json(io.RETRIEVER_DIR / "retriever.json")
+    shipped = read_json(io.RETRIEVER_FILE)
     assert shipped["dense"] == "tuned" and shipped["fusion"] == {
         "kind": "convex",
         "dense_weight": 0.5,
@@ -106,8 +106,8 @@ def test_no_fusions_and_selection_by_the_mean(workdir):
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["train"]["selection_confidence"] = 0.0  # the best mean gain, no interval
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    retrieve_stage.main()
-    verdict = read_json(workdir / "metrics/retrieve.json")
+    select_stage.main()
+    verdict = read_json(workdir / "metrics/select.json")
     assert set(verdict["mrr@10"]) == {"base", "tuned", "bm25"}
     assert verdict["shipped"] == "bm25" and verdict["gain_mrr@10"]["low"] is None
 
@@ -117,10 +117,10 @@ def test_without_heldout_questions_the_tuned_model_is_shipped(workdir):
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["train"]["holdout_fraction"] = 0.0
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    retrieve_stage.main()
-    verdict = read_json(workdir / "metrics/retrieve.json")
+    select_stage.main()
+    verdict = read_json(workdir / "metrics/select.json")
     assert verdict == {"best": None, "shipped": "tuned", "heldout_questions": 0}
-    assert read_json(io.RETRIEVER_DIR / "retriever.json")["retriever"] == "tuned"
+    assert read_json(io.RETRIEVER_FILE)["retriever"] == "tuned"
 
 
 @pytest.mark.parametrize(
@@ -139,8 +139,8 @@ def test_bad_settings_fail_before_any_model_loads(workdir, capsys, updates, mess
     write_params(workdir, **updates)
     (io.TUNED_DIR / "config.json").unlink()
     with pytest.raises(SystemExit):
-        run_stage("retrieve", retrieve_stage.main)
+        run_stage("select", select_stage.main)
     err = capsys.readouterr().err
-    assert err.startswith("embedtune retrieve: error: ") and err.count("\n") == 1
+    assert err.startswith("embedtune select: error: ") and err.count("\n") == 1
     assert message in err
     assert not io.RETRIEVER_DIR.exists()

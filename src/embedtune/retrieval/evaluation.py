@@ -1,8 +1,8 @@
 """Base vs tuned retrieval on one split or benchmark: per-query metrics of both models and,
 given `retrieve` settings, of BM25 and every fusion candidate too.
 
-Used by the `eval` and `retrieve` stages and by `bench/bench_eval.py`; ranking and metrics come
-from `embedtune.retrieval`, so every figure is computed one way.
+Used by the `select` and `eval` stages, `embedtune search` and `bench/bench_eval.py`; ranking and
+metrics come from this package, so every figure is computed one way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from embedtune.config import RetrieveConfig
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.bootstrap import paired_bootstrap
-from embedtune.retrieval.metrics import metric_at, query_metrics, summarize
+from embedtune.retrieval.metrics import query_metrics, summarize
 from embedtune.retrieval.ranking import Qrels, Ranked, binary_qrels, rank_scored_together
 from embedtune.retrieval.retrievers import (
     Candidate,
@@ -25,10 +25,9 @@ from embedtune.retrieval.retrievers import (
     candidates,
     dense_candidates,
 )
-from embedtune.train.methods.base import TunedModel
+from embedtune.retrieval.tuned import TunedModel
 
 MODELS = ("base", "tuned")
-QUERY_COLUMNS = ["split", "query_id", "query", "gold_ids", "base_rank", "tuned_rank"]
 MetricSpec = Mapping[str, Sequence[int]]  # metric name -> cut-offs
 
 
@@ -137,26 +136,3 @@ def evaluate(
     embeddings = with_tuned(tuned, queries, corpus, emb.queries, emb.corpus)
     inputs = RetrievalInputs.build(embeddings, queries, corpus, retrieve and retrieve.bm25)
     return compare(emb.query_ids, emb.corpus_ids, qrels, inputs, spec, candidates(retrieve))
-
-
-def query_rows(split: str, result: SplitResult, dataset: dict) -> list[dict]:
-    """Rows of metrics/eval_queries.csv for one split (rank '' when a query has no gold chunk)."""
-    best = result.best
-    return [
-        {
-            "split": split,
-            "query_id": qid,
-            "query": dataset["queries"][qid],
-            "gold_ids": " ".join(dataset["relevant_docs"].get(qid, [])),
-            **{f"{model}_rank": int(best[model][i]) or "" for model in MODELS},
-        }
-        for i, qid in enumerate(result.query_ids)
-    ]
-
-
-def hit_rate_curve(result: SplitResult, max_k: int) -> list[dict]:
-    """Rows {k, base, tuned}: hit rate at every k from 1 to `max_k`."""
-    return [
-        {"k": k, **{m: round(metric_at(result.ranked[m], "hit_rate", k), 4) for m in MODELS}}
-        for k in range(1, max_k + 1)
-    ]

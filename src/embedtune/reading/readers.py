@@ -22,8 +22,8 @@ from pathlib import Path
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
 
-from embedtune.chunk.bad_documents import TEXT_EXTENSIONS, BadDocument, no_text, sniff
 from embedtune.errors import EmbedtuneError
+from embedtune.reading.bad_documents import TEXT_EXTENSIONS, BadDocument, no_text, sniff
 
 MB = 1 << 20
 

@@ -1,10 +1,12 @@
-"""The held-out slice of the training split that picks the epoch (never the validation split).
+"""The held-out slice of the training split, and the selection rule that it decides.
 
 The questions of `train.holdout_fraction` of the training chunks (at least
-`train.holdout_min_questions` questions) are held out; their MRR@10 against the whole training
-corpus, ranked and scored exactly as `eval` does, picks the epoch. The selection rule: the best
-trained epoch replaces the untrained model only when its gain on the slice is clear of the
-slice's noise (paired bootstrap interval at `train.selection_confidence` above 0).
+`train.holdout_min_questions` questions) are held out (never the validation split); each
+candidate ranks the whole training corpus for them, scored as `eval` scores. One rule,
+`beats_base`, decides twice: `select_epoch` (in `train`) keeps the best trained epoch only when
+its MRR@10 gain over the untrained model is clear of the slice's noise (paired bootstrap interval
+at `train.selection_confidence` above 0), and `select_retriever` (stage `select`) ships the best
+candidate retriever only when its gain over the dense base is.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ HELDOUT_NAME = f"{HELDOUT_METRIC}@{HELDOUT_K}"
 SELECTION_RESAMPLES = 1000  # paired bootstrap resamples of the selection rule
 
 
-def holdout_chunks(
+def heldout_chunks(
     chunk_ids: Iterable[str],
     fraction: float,
     seed: int,
@@ -64,7 +66,7 @@ def split_queries(
     return train, held
 
 
-def holdout_questions(
+def heldout_questions(
     query_ids: Sequence[str], fraction: float, seed: int, min_questions: int = 0
 ) -> set[str]:
     """`fraction` of the questions (at least `min_questions`, at most half), by seeded hash."""
@@ -86,7 +88,7 @@ def heldout_split(
     order.
 
     By chunk (the default) the slice is whole chunks: `fraction` of those with questions, grown
-    until it holds `min_questions` questions (see `holdout_chunks`), so it scores unseen chunks.
+    until it holds `min_questions` questions (see `heldout_chunks`), so it scores unseen chunks.
     By question it is `fraction` of the questions, whose chunks may have training questions too
     (for methods that only change the chunks they were tuned on).
     """
@@ -94,10 +96,10 @@ def heldout_split(
     query_ids = list(dataset["queries"]) if query_ids is None else list(query_ids)
     if unit == "question":
         labelled = [q for q in query_ids if relevant.get(q)]
-        held = holdout_questions(labelled, fraction, seed, min_questions)
+        held = heldout_questions(labelled, fraction, seed, min_questions)
         return [q for q in labelled if q not in held], [q for q in labelled if q in held]
     per_chunk = Counter(c for qid in query_ids for c in relevant.get(qid, []))
-    heldout = holdout_chunks(per_chunk, fraction, seed, per_chunk, min_questions)
+    heldout = heldout_chunks(per_chunk, fraction, seed, per_chunk, min_questions)
     return split_queries(query_ids, relevant, heldout)
 
 
@@ -125,38 +127,41 @@ def heldout_score(
     return float(values.mean()) if len(values) else 0.0
 
 
-def gain_over_untrained(
-    untrained: np.ndarray, trained: np.ndarray, confidence: float | None, seed: int
+def gain_over_base(
+    base: np.ndarray, challenger: np.ndarray, confidence: float | None, seed: int
 ) -> dict:
-    """Held-out MRR@10 of the trained minus the untrained model: {diff, low, high}, the paired
+    """Held-out MRR@10 of the challenger minus the base: {diff, low, high}, the paired
     bootstrap interval at `confidence` (bounds None when `confidence` is 0 or None)."""
     resamples = SELECTION_RESAMPLES if confidence else 0
     delta = paired_bootstrap(
-        {HELDOUT_NAME: untrained}, {HELDOUT_NAME: trained}, resamples, confidence or 0.5, seed
+        {HELDOUT_NAME: base}, {HELDOUT_NAME: challenger}, resamples, confidence or 0.5, seed
     )
     return delta[HELDOUT_NAME]
 
 
-def trained_wins(gain: dict, confidence: float | None) -> bool:
-    """The selection rule: training is kept only when its held-out gain is clear of the slice's
-    noise (interval above 0), or, with `confidence` 0, when its mean gain is above 0; with
-    `confidence` None it is always kept (the untrained model is no candidate)."""
+def beats_base(gain: dict, confidence: float | None) -> bool:
+    """The selection rule: the challenger (a trained epoch, a candidate retriever) replaces the
+    base only when its held-out gain is clear of the slice's noise (interval above 0), or, with
+    `confidence` 0, when its mean gain is above 0; with `confidence` None it always does (the
+    base is no candidate)."""
     if confidence is None:
         return True
     return (gain["low"] if gain["low"] is not None else gain["diff"]) > 0
 
 
-def select(untrained: np.ndarray, best_epoch: int, best: np.ndarray, cfg, seed: int, log) -> int:
+def select_epoch(
+    untrained: np.ndarray, best_epoch: int, best: np.ndarray, cfg, seed: int, log
+) -> int:
     """The selection rule's verdict on the best trained epoch's held-out values against the
     untrained model's: the epoch kept (`best_epoch`, or 0 for the untrained model), reported to
     `log.selected` with the gain. `cfg` carries `selection_confidence`."""
-    gain = gain_over_untrained(untrained, best, cfg.selection_confidence, seed)
-    kept = best_epoch if trained_wins(gain, cfg.selection_confidence) else 0
+    gain = gain_over_base(untrained, best, cfg.selection_confidence, seed)
+    kept = best_epoch if beats_base(gain, cfg.selection_confidence) else 0
     log.selected(best_epoch, kept, gain)
     return kept
 
 
-def choose_retriever(
+def select_retriever(
     per_query: Mapping[str, np.ndarray], confidence: float | None, seed: int
 ) -> dict:
     """The selection rule over candidate retrievers: the best held-out MRR@10 (a tie goes to
@@ -165,7 +170,7 @@ def choose_retriever(
 
     Args:
         per_query: candidate name -> held-out MRR@10 per question, in the order ties prefer.
-        confidence: `train.selection_confidence` (see `trained_wins`).
+        confidence: `train.selection_confidence` (see `beats_base`).
 
     Returns:
         {"best": name, "shipped": name, "gain_mrr@10": {diff, low, high} of best over base,
@@ -173,6 +178,6 @@ def choose_retriever(
     """
     means = {name: float(values.mean()) for name, values in per_query.items()}
     best = max(means, key=means.__getitem__)  # the first of equal means
-    gain = gain_over_untrained(per_query["base"], per_query[best], confidence, seed)
-    shipped = best if best != "base" and trained_wins(gain, confidence) else "base"
+    gain = gain_over_base(per_query["base"], per_query[best], confidence, seed)
+    shipped = best if best != "base" and beats_base(gain, confidence) else "base"
     return {"best": best, "shipped": shipped, f"gain_{HELDOUT_NAME}": gain, HELDOUT_NAME: means}
