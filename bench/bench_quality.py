@@ -20,7 +20,7 @@ on the collection's 93 real queries over all 11,429 abstracts. The queries and q
 
 then the same figure on the validation abstracts' questions and on the seen-corpus questions
 (new synthetic questions about the training abstracts, `metrics/eval_seen.json`), the held-out
-verdict of stage `retrieve`, one line per candidate retriever on the real queries (`tuned` there
+verdict of stage `select`, one line per candidate retriever on the real queries (`tuned` there
 is the candidate; `base` is always the dense base model), and last the retriever it ships:
 
     shipped RETRIEVER: ndcg@10 base B tuned T diff D [low, high]

@@ -1,7 +1,7 @@
 """The stages after `embed` at scale: time and peak memory per stage on generated data.
 
 Usage: python bench/bench_scale.py [--chunks 10000 100000] [--methods adapter_linear nudge]
-       [--stages mine train retrieve eval] [--keep DIR [--reuse]]
+       [--stages mine train select eval] [--keep DIR [--reuse]]
 
 For each corpus size: N chunks with 2 questions each (90% of the chunks in the training split,
 10% in the validation split), written as `synth` and `embed` would write them (data/qa/*.json,
@@ -11,7 +11,7 @@ can learn back) plus noise, and its text is words of its chunk plus a few others
 too). Then the real stage entry points run on it in a temporary working directory, one child
 process each (`python -m embedtune.<stage>`, params.yaml composed from conf/ with the `cpu`
 preset): `mine` (round-trip filter at top 10: every training question ranked over the training
-corpus; no hard negatives, which would need the encoder), then per method `train`, `retrieve`
+corpus; no hard negatives, which would need the encoder), then per method `train`, `select`
 (every default candidate on the held-out slice) and `eval` (every candidate on the validation
 split, the seen-corpus questions and `eval.train_questions` training questions, 5,000 by default,
 each over its whole corpus). Prints each stage's seconds and
