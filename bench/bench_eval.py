@@ -11,8 +11,9 @@ with one matrix product, with the ranking (ties against the model) and metrics o
 stage. Both are timed end to end, embedding included.
 
 Data: data/qa/validation.json when it exists, else a deterministic set built here: the Python
-language reference (`pydoc_data.topics`) rendered into one PDF, chunked by `embedtune.chunk` with
-the preset's settings, one query per chunk made of the chunk's first sentence.
+language reference (`pydoc_data.topics`) rendered into one PDF, read by `embedtune.reading` and
+split by `embedtune.chunk` with the preset's settings, one query per chunk made of the chunk's
+first sentence.
 
 Our hit rate and MRR must equal the reference's to 1e-6, except where scores tie. Chunks whose
 first 256 tokens are identical get identical embeddings (the model truncates), and a few others

@@ -43,7 +43,7 @@ from embedtune.retrieval.bootstrap import format_interval
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "ndcg@10"
 HOW_TO_GET = "python bench/beir_collection.py vaswani DIR writes Vaswani NPL there"
-# SmolLM2 writes no valid question for many of these abstracts (issue 10 tracks it); the
+# SmolLM2 writes no valid question for many of these abstracts (docs/benchmarks.md); the
 # benchmark measures tuning, so it accepts what synth produces.
 PIPELINE = ["-S", "experiment=cpu", "-S", "data=local", "-S", "synth.max_failure_rate=0.9"]
 
