@@ -80,5 +80,5 @@ gpu-check: setup  ## prepare .device-inputs for bench/gpu_check.py on a GPU mach
 
 .PHONY: bench-scale
 BENCH_SCALE_CHUNKS ?= 10000 100000
-bench-scale: setup  ## mine, train (adapter_linear, nudge), retrieve, eval on generated data of 10,000 and 100,000 chunks (BENCH_SCALE_CHUNKS=...; about an hour on 2 cores); last line scale:
+bench-scale: setup  ## mine, train (adapter_linear, nudge), select, eval on generated data of 10,000 and 100,000 chunks (BENCH_SCALE_CHUNKS=...; about an hour on 2 cores); last line scale:
 	$(RUN) python bench/bench_scale.py --chunks $(BENCH_SCALE_CHUNKS)

@@ -41,11 +41,11 @@ def test_the_heldout_metric_is_evals_mrr_at_10():
 
 
 @pytest.mark.parametrize(("fraction", "count"), [(0.0, 0), (0.1, 20), (0.25, 50), (0.999, 200)])
-def test_holdout_chunks_takes_the_fraction(fraction, count):
+def test_heldout_chunks_takes_the_fraction(fraction, count):
     assert len(heldout_chunks(IDS, fraction, seed=1)) == count
 
 
-def test_holdout_chunks_is_seeded_and_order_free():
+def test_heldout_chunks_is_seeded_and_order_free():
     chosen = heldout_chunks(IDS, 0.1, seed=1)
     assert chosen <= set(IDS)
     assert heldout_chunks(reversed(IDS), 0.1, seed=1) == chosen
@@ -270,7 +270,7 @@ def test_the_selection_rule():
 # --- choosing the retriever to ship ---------------------------------------------------------
 
 
-def test_choose_retriever_ships_a_clear_winner():
+def test_select_retriever_ships_a_clear_winner():
     base = np.array([0.0, 0.5, 1.0, 0.0] * 10)
     values = {"base": base, "tuned": base, "bm25": np.ones(40), "base+bm25:rrf60": np.ones(40)}
     verdict = select_retriever(values, 0.9, seed=0)
@@ -281,7 +281,7 @@ def test_choose_retriever_ships_a_clear_winner():
     assert verdict["mrr@10"] == {"base": 0.375, "tuned": 0.375, "bm25": 1.0, "base+bm25:rrf60": 1.0}
 
 
-def test_choose_retriever_keeps_the_dense_base_within_noise():
+def test_select_retriever_keeps_the_dense_base_within_noise():
     base = np.array([0.0, 1.0] * 10)
     better = base.copy()
     better[0] = 1.0  # one question of twenty gains
