@@ -38,7 +38,7 @@ def test_the_figure_line():
         "ndcg@10 base 0.4335 tuned 0.4449 diff +0.0114 [+0.0020, +0.0220]"
     )
     figures["delta"]["ndcg@10"]["low"] = None
-    assert bench_quality.figure(figures).endswith("diff +0.0114 ")
+    assert bench_quality.figure(figures).endswith("diff +0.0114")
 
 
 def test_the_retriever_lines_end_with_the_shipped_one():
