@@ -126,12 +126,9 @@ def test_a_huge_train_lr_stops_the_stage_naming_it(workspace, monkeypatch, capsy
     held_out = {"holdout_fraction": 0.25, "holdout_min_questions": 0}
     stage_folder(workspace, [], epochs=3, batch_size=16, patience=0, lr=1e30, **held_out)
     monkeypatch.chdir(workspace)
-    err = fails_in_process(capsys, "train", train_stage.main)
-    assert re.fullmatch(
-        r"embedtune train: error: training diverged at step \d+ \(loss nan\): train\.lr=1e\+30 "
-        r"is too high for train\.method=adapter_linear; lower train\.lr",
-        err,
-    )
+    err = fails_in_process(capsys, "train", train_stage.main)  # one line
+    # The whole message: tests/train/methods/test_adapter_training.py.
+    assert re.match(r"embedtune train: error: training diverged .*train\.lr=1e\+30", err), err
     assert not (workspace / io.TUNED_DIR).exists()  # no epoch was kept
 
 
