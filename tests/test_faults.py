@@ -1,4 +1,4 @@
-"""The faults a robustness probe found (issue 21), each reproduced as found on the real stages:
+"""The faults a robustness probe of the pipeline found, each reproduced on the real stages:
 every one ends in one line naming the file, parameter or cause and what to do, and nothing
 already produced is lost.
 
