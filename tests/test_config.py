@@ -24,7 +24,7 @@ from embedtune.config import (
     parse_section,
 )
 from embedtune.errors import EmbedtuneError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # Together these presets name every LLM backend, training method and loss at least once.
 PRESETS = {
@@ -599,7 +599,7 @@ def test_parse_section_on_its_own():
 
 def test_copy_of_a_section_keeps_the_rules():
     """`cfg(...)` of the tests validates its updates as params.yaml would."""
-    from tests.conftest import cfg
+    from tests.helpers import cfg
 
     assert cfg("chunk", chunk_size=64).chunk_size == 64
     with pytest.raises(ValueError, match="chunk_overlap"):

@@ -18,7 +18,7 @@ from embedtune.embeddings import (
 )
 from embedtune.errors import EmbedtuneError
 from embedtune.models import encoder_dtype, resolve_model
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 DATASET = {
     "queries": {

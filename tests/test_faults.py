@@ -32,11 +32,11 @@ import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.compose import compose
 from embedtune.errors import run_stage
-from tests.conftest import ROOT, cli_env
 from tests.eval.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
 from tests.eval.test_tracking import closed_port
+from tests.helpers import ROOT, cli_env
+from tests.helpers.methods import synthetic
 from tests.test_io import unprivileged
-from tests.train.methods.helpers import synthetic
 from tests.train.test_train import stage_folder, write_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from embedtune import io
 from embedtune.errors import EmbedtuneError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 NOBODY = 65534
 

@@ -17,7 +17,7 @@ from embedtune.chunk.readers import read_documents
 from embedtune.config import ChunkConfig
 from embedtune.errors import run_stage
 from tests.chunk.test_readers import pdf_bytes
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 SMALL = cfg("chunk", chunk_size=96, chunk_overlap=8)
 

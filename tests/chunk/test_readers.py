@@ -12,8 +12,8 @@ from embedtune.chunk.readers import HtmlText, html_text, read_documents
 from embedtune.download.pdf import render_pdf
 from embedtune.download.sources import LOCAL_EXTENSIONS, download_all
 from embedtune.errors import EmbedtuneError
-from tests.conftest import cfg
 from tests.download.test_sources import make_documents
+from tests.helpers import cfg
 
 
 def pdf_bytes(*names: str) -> bytes:

@@ -28,8 +28,8 @@ from embedtune.download.sources import (
     split_local,
 )
 from embedtune.errors import EmbedtuneError
-from tests.bad_files import BAD_FILES, HTML_ERROR_PAGE, write_bad_files
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
+from tests.helpers.bad_files import BAD_FILES, HTML_ERROR_PAGE, write_bad_files
 
 PAYLOAD = b"%PDF-1.4 not really a pdf, but bytes are bytes\n" * 100
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -18,7 +18,7 @@ import embedtune.embed.__main__ as embed
 from embedtune import io
 from embedtune.embeddings import BlockStore, embed_dataset, load_embeddings
 from embedtune.errors import run_stage
-from tests.conftest import cfg
+from tests.helpers import cfg
 from tests.test_embeddings import DATASET
 
 TRAIN = {

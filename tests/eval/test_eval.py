@@ -22,8 +22,8 @@ from embedtune.sampling import at_most
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.linear import LinearAdapter
-from tests.conftest import cfg
 from tests.eval.test_evaluation import DATASET
+from tests.helpers import cfg
 from tests.retrieval.test_beir import write_beir
 
 TRAIN = {

@@ -28,7 +28,7 @@ from embedtune.retrieval.retrievers import RetrievalInputs
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
-from tests.conftest import cfg
+from tests.helpers import cfg
 from tests.retrieval.test_beir import write_beir
 
 SPEC = {"hit_rate": [1, 3, 5, 10], "recall": [1, 3, 5, 10], "mrr": [10], "ndcg": [10]}

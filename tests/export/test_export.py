@@ -27,8 +27,8 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.nudge import text_key
-from tests.conftest import cfg
-from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+from tests.helpers import cfg
+from tests.helpers.methods import embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()  # prefixes "query: " and "passage: ": the folder must add them itself
 FIELDS = {"language": ["en"], "model_name": "test", "base_model": None, "tags": ["embedtune"]}

@@ -11,7 +11,7 @@ import pytest
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.metrics import METRICS, metric_at, query_metrics, summarize
 from embedtune.retrieval.ranking import Ranked
-from tests.conftest import cfg
+from tests.helpers import cfg
 from tests.retrieval.test_ranking import hand_made_ranked, ranked_from
 
 

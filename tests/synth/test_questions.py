@@ -22,7 +22,7 @@ from embedtune.synth.questions import (
     word_frequency,
     words,
 )
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 CFG = cfg("synth", num_questions=2, prompt="Text: {context}\nWrite {num_questions} questions.")
 

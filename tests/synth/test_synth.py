@@ -27,7 +27,7 @@ import embedtune.synth.__main__ as synth
 from embedtune.compose import compose
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_jsonl
-from tests.conftest import ROOT, cli_env, copy_project, run_cli
+from tests.helpers import ROOT, cli_env, copy_project, run_cli
 from tests.synth.llm.test_openai_chat import Reply, completion, prompt_of, stub_server
 
 CHUNKS = {

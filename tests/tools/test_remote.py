@@ -23,7 +23,7 @@ import yaml
 
 from embedtune.errors import EmbedtuneError
 from embedtune.tools import remote
-from tests.conftest import SHRUNK, cli_env, copy_run
+from tests.helpers import SHRUNK, cli_env, copy_run
 
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"

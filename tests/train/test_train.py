@@ -20,8 +20,8 @@ from embedtune.mine.mined import MINED_FILE, Mined
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import load_tuned
 from embedtune.train.methods.full import FullModel
-from tests.conftest import ROOT, run_cli
-from tests.train.methods.helpers import synthetic, tiny_dataset
+from tests.helpers import ROOT, run_cli
+from tests.helpers.methods import synthetic, tiny_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,7 +21,7 @@ from embedtune.synth.llm.answers import (
     halve_on_oom,
 )
 from embedtune.synth.llm.base import BACKENDS, Failure, Generation, LLMConfig, backend_config
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 # --- answer_key ---------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from openai.types.chat import ChatCompletion
 from embedtune.errors import EmbedtuneError
 from embedtune.synth.llm.base import Failure, Generation
 from embedtune.synth.llm.openai_chat import OpenAIChat, OpenAIConfig, completion_of, one_line
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 KEY_ENV = "EMBEDTUNE_TEST_LLM_KEY"
 KEY = "sk-test-not-a-real-key-1234"

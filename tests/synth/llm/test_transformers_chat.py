@@ -17,7 +17,7 @@ from embedtune.synth.llm.transformers_chat import (
     ensure_chat_template,
     model_kwargs,
 )
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 INSTRUCTION = "Write 2 different questions that this text answers, one per line."
 

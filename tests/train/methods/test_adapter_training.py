@@ -32,8 +32,8 @@ from embedtune.train.methods.heldout import (
 )
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
-from tests.conftest import cfg
-from tests.train.methods.helpers import hit_rate_at_1, split, synthetic
+from tests.helpers import cfg
+from tests.helpers.methods import hit_rate_at_1, split, synthetic
 
 # A quarter of the 24 synthetic chunks held out: with fewer, MRR@10 reaches 1.0 within two epochs
 # and the first epoch to reach it is kept.

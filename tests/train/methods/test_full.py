@@ -21,7 +21,7 @@ from embedtune.train.methods.base import (
 )
 from embedtune.train.methods.full import FullConfig, FullMethod, FullModel
 from embedtune.train.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
-from tests.train.methods.helpers import PICKLE_SUFFIXES, embed_cfg, full_cfg, tiny_dataset
+from tests.helpers.methods import PICKLE_SUFFIXES, embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()
 

@@ -33,8 +33,8 @@ from embedtune.train.methods.full_training import (
 )
 from embedtune.train.methods.heldout import HELDOUT_NAME, heldout_score, heldout_split
 from embedtune.train.methods.linear import LinearAdapter
-from tests.conftest import cfg
-from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+from tests.helpers import cfg
+from tests.helpers.methods import embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()
 

@@ -10,7 +10,7 @@ import torch
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import get_method, load_tuned, save_tuned
 from embedtune.train.methods.linear import LinearAdapter, LinearConfig, LinearMethod
-from tests.conftest import cfg, composed
+from tests.helpers import cfg, composed
 
 
 def test_train_adapter_linear_cpu_composes_into_the_linear_method():

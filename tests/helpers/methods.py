@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.retrieval.metrics import metric_at
 from embedtune.retrieval.ranking import binary_qrels, rank
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 # --- adapters: cached embeddings ------------------------------------------------------------
 
