@@ -1,5 +1,5 @@
-"""Shared fixtures: the repository root, the small models (one session-scoped fixture each) and
-the session's shrunk pipeline run. Plain helpers: tests/helpers/."""
+"""Shared fixtures: the repository root, the small models (one session-scoped fixture each), the
+session's shrunk pipeline run, and an `eval` working directory. Plain helpers: tests/helpers/."""
 
 from __future__ import annotations
 
@@ -64,3 +64,36 @@ def shrunk_run(tmp_path_factory, worker_id) -> Path:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def eval_base_embeddings(minilm) -> dict:
+    """The base embeddings of `tests.helpers.eval.SPLITS`, as `embed` writes them."""
+    from embedtune.embeddings import embed_dataset
+    from tests.helpers.eval import SPLITS
+
+    return {split: embed_dataset(minilm, data, cfg("embed")) for split, data in SPLITS.items()}
+
+
+@pytest.fixture
+def eval_workdir(tmp_path, monkeypatch, eval_base_embeddings) -> Path:
+    """What `synth`, `embed`, `train` and `retrieve` leave for `eval`, in a fresh working
+    directory (and a cache of its own, never the user's); params.yaml: `write_params`."""
+    from embedtune import io
+    from embedtune.embeddings import save_embeddings
+    from embedtune.mine.mined import MINED_FILE, Mined
+    from embedtune.train.methods.base import save_tuned
+    from tests.helpers.eval import SHIPPED, SPLITS, scrambling_adapter, ship
+    from tests.helpers.retrieval import write_beir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(io.CACHE_ENV, str(tmp_path / "cache"))
+    for split, dataset in SPLITS.items():
+        io.write_json(io.QA_DIR / f"{split}.json", dataset)
+        save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", eval_base_embeddings[split])
+    save_tuned(scrambling_adapter(), io.TUNED_DIR)
+    write_beir(tmp_path / "beir" / "tiny")
+    mined = Mined(["q-del", "q-yield"], {}, {"q-with": []})  # two questions set aside by `mine`
+    io.write_json(MINED_FILE, mined.as_dict())
+    ship(SHIPPED)
+    return tmp_path

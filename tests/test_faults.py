@@ -32,12 +32,11 @@ import embedtune.train.__main__ as train_stage
 from embedtune import io
 from embedtune.compose import compose
 from embedtune.errors import run_stage
-from tests.eval.test_eval import base_embeddings, workdir, write_params  # noqa: F401 (fixtures)
-from tests.eval.test_tracking import closed_port
 from tests.helpers import ROOT, cli_env
+from tests.helpers.eval import write_params
 from tests.helpers.methods import synthetic
-from tests.test_io import unprivileged
-from tests.train.test_train import stage_folder, write_split
+from tests.helpers.system import closed_port, unprivileged
+from tests.helpers.train import stage_folder, write_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -273,12 +272,6 @@ def test_checkpoints_of_a_killed_train_are_removed_by_the_next_one(tmp_path, mon
     finally:
         running.kill()
         running.wait()
-
-
-@pytest.fixture
-def eval_workdir(request) -> Path:
-    """tests/eval/test_eval.py's `workdir`: what `synth`, `embed` and `train` leave for `eval`."""
-    return request.getfixturevalue("workdir")
 
 
 # --- 8. a benchmark file with a byte that is not UTF-8 --------------------------------------

@@ -4,10 +4,7 @@ it and the `dvc` command that restores it; the folder check that refuses a read-
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,7 @@ from safetensors.torch import save_file
 from embedtune import io
 from embedtune.errors import EmbedtuneError
 from tests.helpers import ROOT
-
-NOBODY = 65534
+from tests.helpers.system import unprivileged
 
 
 def test_producers_are_dvc_yaml_outs():
@@ -125,21 +121,3 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path, monkeypatch):
         "(e.g. `chmod u+w models`) and run again"
     )
     assert not any((tmp_path / "models").iterdir())
-
-
-@contextmanager
-def unprivileged(cwd: Path) -> Iterator[None]:
-    """Run the block as a user that permission bits bind: root writes anywhere, so when the
-    tests run as root the block runs as `nobody`, with `cwd` (the test's folder, whose parents
-    nobody may enter) open to it. Read relative to `cwd` inside."""
-    if os.geteuid() != 0:
-        yield
-        return
-    cwd.chmod(0o755)
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)

@@ -16,8 +16,8 @@ from embedtune.chunk.__main__ import node_id, split_documents
 from embedtune.chunk.readers import read_documents
 from embedtune.config import ChunkConfig
 from embedtune.errors import run_stage
-from tests.chunk.test_readers import pdf_bytes
 from tests.helpers import cfg
+from tests.helpers.documents import pdf_bytes
 
 SMALL = cfg("chunk", chunk_size=96, chunk_overlap=8)
 

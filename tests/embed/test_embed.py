@@ -19,7 +19,7 @@ from embedtune import io
 from embedtune.embeddings import BlockStore, embed_dataset, load_embeddings
 from embedtune.errors import run_stage
 from tests.helpers import cfg
-from tests.test_embeddings import DATASET
+from tests.helpers.embeddings import DATASET
 
 TRAIN = {
     "queries": {"q-with": "How do I open a file and close it for sure?"},

@@ -22,8 +22,8 @@ from embedtune.export.model import Sources, exported, normalised, save_exported
 from embedtune.export.retriever import FOLDER, SplitChunks, build, load_folder, save_folder
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
 from embedtune.train.methods.full import FullModel
-from tests.export.test_export import FIELDS
 from tests.helpers import ROOT, cfg
+from tests.helpers.export import FIELDS
 from tests.helpers.methods import embed_cfg
 
 pytest.importorskip(

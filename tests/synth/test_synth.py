@@ -28,7 +28,7 @@ from embedtune.compose import compose
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_jsonl
 from tests.helpers import ROOT, cli_env, copy_project, run_cli
-from tests.synth.llm.test_openai_chat import Reply, completion, prompt_of, stub_server
+from tests.helpers.openai_stub import Reply, completion, prompt_of, stub_server
 
 CHUNKS = {
     "train": ["alpha", "bravo", "charlie", "delta"],

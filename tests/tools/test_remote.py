@@ -24,6 +24,7 @@ import yaml
 from embedtune.errors import EmbedtuneError
 from embedtune.tools import remote
 from tests.helpers import SHRUNK, cli_env, copy_run
+from tests.helpers.remote import git_remote_url, make_small_repo
 
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
@@ -166,24 +167,9 @@ def test_next_steps_list_the_push_commands():
 # --- side effects in a small git + DVC repository (no pipeline run) ------------------------
 
 
-def make_small_repo(folder: Path) -> Path:
-    """A git repository with a bare `.dvc/` as `dvc init` makes it."""
-    subprocess.run(["git", "init", "-q", "-b", "main", str(folder)], check=True)
-    (folder / ".dvc").mkdir()
-    (folder / ".dvc/config").write_text("[core]\n    analytics = false\n")
-    (folder / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    return folder
-
-
 @pytest.fixture
 def small_repo(tmp_path) -> Path:
     return make_small_repo(tmp_path / "repo")
-
-
-def git_remote_url(repo: Path) -> str:
-    return subprocess.run(
-        ["git", "remote", "get-url", "origin"], cwd=repo, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def test_find_repo_from_a_subfolder(small_repo):
