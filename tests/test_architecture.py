@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.stage_deps import PACKAGE, imported, module_file
+from tests.helpers import ROOT
+from tests.helpers.stage_deps import PACKAGE, imported, module_file
 
 SRC = ROOT / "src"
 # Packages that are a pipeline stage or a tool around it; everything else under embedtune/ is

@@ -17,7 +17,7 @@ from embedtune import config
 from embedtune.compose import all_schemas, compose, composed_params
 from embedtune.config import SECTIONS, Section
 from embedtune.errors import EmbedtuneError
-from tests.conftest import ROOT, cli_env, composed
+from tests.helpers import ROOT, cli_env, composed
 
 CONF = ROOT / "conf"
 # Every option file of every group, nested groups (train/loss) included.

@@ -19,11 +19,12 @@ from embedtune.config import (
     DataConfig,
     EvalConfig,
     Source,
+    SynthConfig,
     load_params,
     parse_section,
 )
 from embedtune.errors import EmbedtuneError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # Together these presets name every LLM backend, training method and loss at least once.
 PRESETS = {
@@ -38,7 +39,9 @@ PRESETS = {
     "margin_mse": ("train=full", "train/loss=margin_mse"),
     "fusion_margin_mse": ("train=full", "train/loss=fusion_margin_mse"),
     "nudge": ("train=nudge",),
+    "reference": ("synth=reference",),  # synth's other preset: LlamaIndex's question prompt
 }
+JUDGE = {"prompt": "{context}\nQuery: {question}\nScore it from 1 to 10.", "min_score": 7}
 
 
 @functools.cache
@@ -193,6 +196,21 @@ def test_plug_in_sections_take_the_schema_of_the_part_they_name(tmp_path):
     assert type(params.llm).__name__ == "OpenAIConfig"
 
 
+@pytest.mark.parametrize("preset", ["default", "reference"])
+def test_synth_presets_ask_for_no_keyword_queries_and_no_judge(tmp_path, preset):
+    synth = load_params({"synth": SynthConfig}, write(tmp_path, raw_params(preset))).synth
+    assert (synth.keyword_queries, synth.judge) == (0, None)
+    assert (synth.min_keyword_words, synth.max_keyword_words) == (2, 6)
+    assert "{context}" in synth.keyword_prompt and "{num_questions}" in synth.keyword_prompt
+
+
+def test_a_synth_judge_mapping_loads(tmp_path):
+    raw = raw_params()
+    raw["synth"].update(judge=JUDGE, keyword_queries=3)
+    judge = load_params({"synth": SynthConfig}, write(tmp_path, raw)).synth.judge
+    assert (judge.prompt, judge.min_score) == (JUDGE["prompt"], 7)
+
+
 # --- the file itself ------------------------------------------------------------------------
 
 
@@ -333,6 +351,86 @@ def test_unknown_keys_cover_every_mapping():
         ("default", "eval.confidence", 1.0, r"eval\.confidence must be less than 1, got 1\.0"),
         ("default", "synth.prompt", "Ask {num_questions}", r"synth\.prompt must contain \{conte"),
         ("default", "synth.near_duplicate", 1.5, r"synth\.near_duplicate must be less than or"),
+        (
+            "default",
+            "synth.keyword_queries",
+            -1,
+            r"synth\.keyword_queries must be greater than or equal to 0",
+        ),
+        (
+            "default",
+            "synth.keyword_queries",
+            True,
+            r"synth\.keyword_queries must be a valid integer, got True",
+        ),
+        (
+            "default",
+            "synth.keyword_prompt",
+            "Keywords: {num_questions}",
+            r"keyword_prompt must contain \{cont",
+        ),
+        (
+            "default",
+            "synth.keyword_prompt",
+            "{context} {question}",
+            r"no placeholder but \{context\}, \{num_q",
+        ),
+        (
+            "default",
+            "synth.keyword_prompt",
+            "{context} {",
+            r"synth\.keyword_prompt is not a valid template",
+        ),
+        (
+            "default",
+            "synth.min_keyword_words",
+            0,
+            r"synth\.min_keyword_words must be greater than 0, got 0",
+        ),
+        (
+            "default",
+            "synth.min_keyword_words",
+            7,
+            r"min_keyword_words \(7\) must not exceed synth\.max_key",
+        ),
+        ("default", "synth.judge", "yes", r"synth\.judge must be a mapping, got 'yes'"),
+        (
+            "default",
+            "synth.judge",
+            {**JUDGE, "min_score": 0},
+            r"synth\.judge\.min_score must be greater than o",
+        ),
+        (
+            "default",
+            "synth.judge",
+            {**JUDGE, "min_score": 11},
+            r"synth\.judge\.min_score must be less than or e",
+        ),
+        (
+            "default",
+            "synth.judge",
+            {**JUDGE, "min_score": 7.0},
+            r"synth\.judge\.min_score must be a valid integ",
+        ),
+        (
+            "default",
+            "synth.judge",
+            {"prompt": JUDGE["prompt"]},
+            r"missing key synth\.judge\.min_score",
+        ),
+        ("default", "synth.judge", {**JUDGE, "model": "x"}, r"unknown key synth\.judge\.model$"),
+        (
+            "default",
+            "synth.judge",
+            {**JUDGE, "prompt": "{question}?"},
+            r"judge\.prompt must contain \{context\}",
+        ),
+        (
+            "default",
+            "synth.judge",
+            {**JUDGE, "prompt": "{context} {num_questions}"},
+            r"but \{context\}, \{q",
+        ),
         ("default", "llm.backend", "ollama", r"llm\.backend='ollama' is not known \(known: op"),
         ("default", "llm", "zephyr", r": llm must be a mapping, got 'zephyr'$"),
         ("default", "llm.temperature", -1, r"llm\.temperature must be greater than or equal to"),
@@ -501,7 +599,7 @@ def test_parse_section_on_its_own():
 
 def test_copy_of_a_section_keeps_the_rules():
     """`cfg(...)` of the tests validates its updates as params.yaml would."""
-    from tests.conftest import cfg
+    from tests.helpers import cfg
 
     assert cfg("chunk", chunk_size=64).chunk_size == 64
     with pytest.raises(ValueError, match="chunk_overlap"):

@@ -9,8 +9,13 @@ import importlib
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.stage_deps import check_deps, entry_module, import_closure, stage_module
+from tests.helpers import ROOT
+from tests.helpers.stage_deps import (
+    check_deps,
+    entry_module,
+    import_closure,
+    stage_module,
+)
 
 SRC = ROOT / "src"
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SHRUNK, copy_run, run_cli
+from tests.helpers import SHRUNK, copy_run, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from embedtune import weights
 from embedtune.errors import EmbedtuneError
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from embedtune.retrieval.beir import load_benchmark
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("beir_collection", ROOT / "bench/beir_collection.py")
 beir_collection = importlib.util.module_from_spec(spec)

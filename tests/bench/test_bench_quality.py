@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench/bench_quality.py")
 bench_quality = importlib.util.module_from_spec(spec)

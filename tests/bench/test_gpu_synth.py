@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from embedtune.synth.llm.transformers_chat import TransformersConfig
-from tests.conftest import cfg, run_cli
+from tests.helpers import cfg, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from embedtune.chunk.splitting import node_id, split_documents
 from embedtune.config import ChunkConfig
 from embedtune.reading.readers import read_documents
 from embedtune.stage import run_stage
-from tests.conftest import cfg
-from tests.reading.test_readers import pdf_bytes
+from tests.helpers import cfg
+from tests.helpers.documents import pdf_bytes
 
 SMALL = cfg("chunk", chunk_size=96, chunk_overlap=8)
 

@@ -16,8 +16,8 @@ import yaml
 import embedtune.download.__main__ as download
 from embedtune.compose import compose
 from embedtune.config import DataConfig
-from tests.conftest import ROOT, cli_env, copy_project, run_cli
-from tests.download.test_sources import PAYLOAD, PAYLOAD_SHA, serve
+from tests.helpers import ROOT, cli_env, copy_project, run_cli
+from tests.helpers.documents import PAYLOAD, PAYLOAD_SHA, serve
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import embedtune.embed.__main__ as embed
 from embedtune import io
 from embedtune.embeddings import BlockStore, embed_dataset, load_embeddings
 from embedtune.stage import run_stage
-from tests.conftest import cfg
-from tests.test_embeddings import DATASET
+from tests.helpers import cfg
+from tests.helpers.embeddings import DATASET
 
 TRAIN = {
     "queries": {"q-with": "How do I open a file and close it for sure?"},

@@ -16,10 +16,10 @@ from embedtune.eval.__main__ import benchmark_blocks, benchmark_cache, evaluate_
 from embedtune.retrieval.beir import load_benchmark
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.full import FullMethod, FullModel
-from tests.conftest import cfg
-from tests.eval.test_evaluation import SPEC, identity
-from tests.retrieval.test_beir import BEIR_CORPUS, BEIR_QUERIES, write_beir
-from tests.test_io import unprivileged
+from tests.helpers import cfg
+from tests.helpers.eval import SPEC, identity
+from tests.helpers.retrieval import BEIR_CORPUS, BEIR_QUERIES, write_beir
+from tests.helpers.system import unprivileged
 
 EMBED = cfg("embed")
 

@@ -10,61 +10,18 @@ import re
 import shutil
 
 import pytest
-import torch
 import yaml
 
 import embedtune.eval.__main__ as eval_stage
 from embedtune import io
-from embedtune.embeddings import embed_dataset, save_embeddings
-from embedtune.mine.mined import MINED_FILE, Mined
 from embedtune.sampling import at_most
 from embedtune.stage import run_stage
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.linear import LinearAdapter
-from tests.conftest import cfg
-from tests.eval.test_evaluation import DATASET
-from tests.retrieval.test_beir import write_beir
+from tests.helpers import cfg
+from tests.helpers.eval import DATASET, SHIPPED, TRAIN, ship, write_params
 
-TRAIN = {
-    "queries": {
-        "q-with": "How do I make sure a file is closed after use?",
-        "q-del": "How do I remove a variable?",
-        "q-yield": "How does a generator produce values?",
-    },
-    "corpus": {
-        "c-with": "The with statement wraps a block with methods of a context manager.",
-        "c-del": "Deletion of a name removes its binding from the namespace.",
-        "c-yield": "The yield expression is used when defining a generator function.",
-    },
-    "relevant_docs": {"q-with": ["c-with"], "q-del": ["c-del"], "q-yield": ["c-yield"]},
-    "mode": "text",
-}
-METRICS = {"hit_rate": [3, 1], "mrr": [10], "ndcg": [10]}
-
-
-def scrambling_adapter() -> AdapterModel:
-    """A linear adapter with seeded random weights: the tuned model differs from the base."""
-    adapter = LinearAdapter(384)
-    with torch.no_grad():
-        adapter.linear.weight.copy_(
-            torch.randn(384, 384, generator=torch.Generator().manual_seed(0))
-        )
-    return AdapterModel("adapter_linear", adapter)
-
-
-def write_params(folder, **eval_updates) -> None:
-    params = {
-        "seed": 0,
-        "embed": cfg("embed").model_dump(),
-        "retrieve": cfg("retrieve").model_dump(),
-        "eval": cfg("eval", **{"metrics": METRICS, "bootstrap": 50, **eval_updates}).model_dump(),
-    }
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-SPLITS = {"train": TRAIN, "validation": DATASET}
-SHIPPED = "tuned+bm25:rrf60"  # what the `select` stage chose, in these tests
 CANDIDATES = [
     "base", "tuned", "bm25",
     *(f"{dense}+bm25:{f}" for dense in ("base", "tuned")
@@ -72,41 +29,15 @@ CANDIDATES = [
 ]  # fmt: skip
 
 
-def ship(name: str) -> None:
-    io.write_json(io.RETRIEVER_DIR / "retriever.json", {"retriever": name})
-
-
-@pytest.fixture(scope="module")
-def base_embeddings(minilm) -> dict:
-    return {split: embed_dataset(minilm, data, cfg("embed")) for split, data in SPLITS.items()}
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, base_embeddings):
-    """What `synth`, `embed` and `train` leave behind, in a fresh working directory (and a
-    cache of its own, never the user's)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(io.CACHE_ENV, str(tmp_path / "cache"))
-    for split, dataset in SPLITS.items():
-        io.write_json(io.QA_DIR / f"{split}.json", dataset)
-        save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", base_embeddings[split])
-    save_tuned(scrambling_adapter(), io.TUNED_DIR)
-    write_beir(tmp_path / "beir" / "tiny")
-    mined = Mined(["q-del", "q-yield"], {}, {"q-with": []})  # two questions set aside by `mine`
-    io.write_json(MINED_FILE, mined.as_dict())
-    ship(SHIPPED)
-    return tmp_path
-
-
 def read_json(path):
     return json.loads(path.read_text())
 
 
-def test_stage_writes_every_output(workdir, capsys):
-    write_params(workdir, benchmarks=["beir/tiny"])
+def test_stage_writes_every_output(eval_workdir, capsys):
+    write_params(eval_workdir, benchmarks=["beir/tiny"])
     eval_stage.main()
 
-    metrics = read_json(workdir / "metrics/eval.json")
+    metrics = read_json(eval_workdir / "metrics/eval.json")
     added = {"retrievers", "delta_retrievers", "shipped", "delta_shipped"}
     assert set(metrics) == {"base", "tuned", *added}
     keys = ["hit_rate@1", "hit_rate@3", "mrr@10", "ndcg@10", "queries"]
@@ -116,13 +47,13 @@ def test_stage_writes_every_output(workdir, capsys):
     assert metrics["base"]["hit_rate@3"] == 0.75  # q-none has no gold chunk
     assert metrics["tuned"] != metrics["base"]
 
-    delta = read_json(workdir / "metrics/eval_delta.json")
+    delta = read_json(eval_workdir / "metrics/eval_delta.json")
     assert set(delta) == set(keys) - {"queries"}
     for name, d in delta.items():
         assert d["diff"] == pytest.approx(metrics["tuned"][name] - metrics["base"][name], abs=2e-4)
         assert d["low"] <= d["diff"] <= d["high"]
 
-    train = read_json(workdir / "metrics/eval_train.json")
+    train = read_json(eval_workdir / "metrics/eval_train.json")
     assert list(train) == ["train"]
     assert train["train"]["base"]["queries"] == 3
     assert_every_retriever(train["train"])
@@ -132,14 +63,14 @@ def test_stage_writes_every_output(workdir, capsys):
     assert (bm25["hit_rate@1"], bm25["mrr@10"]) == (0.6667, 0.7778)
 
     # The questions `mine` set aside, over the whole training corpus, with their interval.
-    seen = read_json(workdir / "metrics/eval_seen.json")
+    seen = read_json(eval_workdir / "metrics/eval_seen.json")
     assert seen["base"]["queries"] == seen["tuned"]["queries"] == 2
     assert seen["base"]["hit_rate@3"] == 1.0  # three chunks: every gold chunk is in the top 3
     for name, d in seen["delta"].items():
         assert d["diff"] == pytest.approx(seen["tuned"][name] - seen["base"][name], abs=2e-4)
     assert_every_retriever(seen)
 
-    benchmarks = read_json(workdir / "metrics/benchmarks.json")
+    benchmarks = read_json(eval_workdir / "metrics/benchmarks.json")
     assert list(benchmarks) == ["tiny"]
     assert benchmarks["tiny"]["base"]["queries"] == 2
     assert sorted(benchmarks["tiny"]["tuned"]) == keys
@@ -152,13 +83,13 @@ def test_stage_writes_every_output(workdir, capsys):
         assert d["low"] <= d["diff"] <= d["high"]
     assert_every_retriever(benchmarks["tiny"])
 
-    with (workdir / "metrics/eval_queries.csv").open() as f:
+    with (eval_workdir / "metrics/eval_queries.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["split"] for r in rows] == ["validation"] * 4 + ["train"] * 3
     assert [r["query_id"] for r in rows] == [*DATASET["queries"], *TRAIN["queries"]]
     assert rows[0]["base_rank"] == "1" and rows[3]["base_rank"] == ""
 
-    curve = list(csv.DictReader((workdir / "metrics/plots/hit_rate_vs_k.csv").open()))
+    curve = list(csv.DictReader((eval_workdir / "metrics/plots/hit_rate_vs_k.csv").open()))
     assert [r["k"] for r in curve] == ["1", "2", "3"]  # up to the largest hit_rate cut-off
     assert float(curve[0]["base"]) == metrics["base"]["hit_rate@1"]
     assert float(curve[2]["tuned"]) == metrics["tuned"]["hit_rate@3"]
@@ -189,76 +120,76 @@ def assert_every_retriever(figures: dict) -> None:
     assert figures["delta_shipped"] == figures["delta_retrievers"][SHIPPED]
 
 
-def test_identity_adapter_and_no_bootstrap(workdir):
+def test_identity_adapter_and_no_bootstrap(eval_workdir):
     save_tuned(AdapterModel("adapter_linear", LinearAdapter(384)), io.TUNED_DIR)
-    write_params(workdir, bootstrap=0, metrics={"recall": [2], "mrr": [5]})
+    write_params(eval_workdir, bootstrap=0, metrics={"recall": [2], "mrr": [5]})
     eval_stage.main()
-    metrics = read_json(workdir / "metrics/eval.json")
+    metrics = read_json(eval_workdir / "metrics/eval.json")
     assert metrics["tuned"] == metrics["base"]
     assert list(metrics["base"]) == ["mrr@5", "queries", "recall@2"]  # sorted JSON
-    delta = read_json(workdir / "metrics/eval_delta.json")
+    delta = read_json(eval_workdir / "metrics/eval_delta.json")
     assert delta == {n: {"diff": 0.0, "low": None, "high": None} for n in ("recall@2", "mrr@5")}
-    assert read_json(workdir / "metrics/benchmarks.json") == {}
+    assert read_json(eval_workdir / "metrics/benchmarks.json") == {}
     # without hit_rate in eval.metrics, the curve goes to k = 10
-    curve = (workdir / "metrics/plots/hit_rate_vs_k.csv").read_text().splitlines()
+    curve = (eval_workdir / "metrics/plots/hit_rate_vs_k.csv").read_text().splitlines()
     assert curve[0] == "k,base,tuned" and len(curve) == 1 + 10
-    examples = (workdir / "metrics/examples.md").read_text()
+    examples = (eval_workdir / "metrics/examples.md").read_text()
     assert examples.startswith("# Examples: validation questions the retriever moved most")
     assert "## Moved up" in examples and "## Moved down" in examples
     assert "on 4 validation questions" in examples
 
 
-def test_same_params_same_outputs(workdir):
-    write_params(workdir)
+def test_same_params_same_outputs(eval_workdir):
+    write_params(eval_workdir)
     eval_stage.main()
-    first = {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
+    first = {p.name: p.read_bytes() for p in (eval_workdir / "metrics").iterdir() if p.is_file()}
     eval_stage.main()
-    again = {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
+    again = {p.name: p.read_bytes() for p in (eval_workdir / "metrics").iterdir() if p.is_file()}
     assert again == first  # the bootstrap is seeded
 
 
-def query_rows_of(workdir, split: str) -> dict[str, dict]:
-    with (workdir / "metrics/eval_queries.csv").open() as f:
+def query_rows_of(eval_workdir, split: str) -> dict[str, dict]:
+    with (eval_workdir / "metrics/eval_queries.csv").open() as f:
         return {r["query_id"]: r for r in csv.DictReader(f) if r["split"] == split}
 
 
-def test_train_questions_scores_a_seeded_sample_over_the_whole_training_corpus(workdir):
-    write_params(workdir, train_questions=None)
+def test_train_questions_scores_a_seeded_sample_over_the_whole_training_corpus(eval_workdir):
+    write_params(eval_workdir, train_questions=None)
     eval_stage.main()
-    every = query_rows_of(workdir, "train")
-    validation = (workdir / "metrics/eval.json").read_bytes()
-    write_params(workdir, train_questions=2)
+    every = query_rows_of(eval_workdir, "train")
+    validation = (eval_workdir / "metrics/eval.json").read_bytes()
+    write_params(eval_workdir, train_questions=2)
     eval_stage.main()
-    sample = query_rows_of(workdir, "train")
-    assert read_json(workdir / "metrics/eval_train.json")["train"]["base"]["queries"] == 2
+    sample = query_rows_of(eval_workdir, "train")
+    assert read_json(eval_workdir / "metrics/eval_train.json")["train"]["base"]["queries"] == 2
     assert list(sample) == at_most(list(TRAIN["queries"]), 2, 0, "eval")  # seed 0, file order
     # each sampled question ranks as it did among all of them: still over the whole corpus
     assert sample == {qid: every[qid] for qid in sample}
-    assert (workdir / "metrics/eval.json").read_bytes() == validation
-    write_params(workdir, train_questions=3)  # as many as there are: all of them
+    assert (eval_workdir / "metrics/eval.json").read_bytes() == validation
+    write_params(eval_workdir, train_questions=3)  # as many as there are: all of them
     eval_stage.main()
-    assert query_rows_of(workdir, "train") == every
+    assert query_rows_of(eval_workdir, "train") == every
 
 
 def test_benchmarks_are_embedded_once_and_score_the_same_without_the_cache(
-    workdir, monkeypatch, capsys
+    eval_workdir, monkeypatch, capsys
 ):
-    write_params(workdir, benchmarks=["beir/tiny"])
+    write_params(eval_workdir, benchmarks=["beir/tiny"])
 
     def outputs() -> dict:
         eval_stage.main()
-        return {p.name: p.read_bytes() for p in (workdir / "metrics").iterdir() if p.is_file()}
+        return {p.name: p.read_bytes() for p in (eval_workdir / "metrics").iterdir() if p.is_file()}
 
     first = outputs()
     assert "benchmarks: 0 blocks of rows read from" in capsys.readouterr().out
-    cached = sorted((workdir / "cache" / "benchmarks").rglob("*.safetensors"))
+    cached = sorted((eval_workdir / "cache" / "benchmarks").rglob("*.safetensors"))
     assert len(cached) == 2  # the benchmark's queries and its corpus, by the base model
     assert outputs() == first
-    assert f"benchmarks: 2 blocks of rows read from {workdir}/cache/benchmarks, 0 encoded" in (
+    assert f"benchmarks: 2 blocks of rows read from {eval_workdir}/cache/benchmarks, 0 encoded" in (
         capsys.readouterr().out
     )
-    (workdir / "nowhere").write_text("a file, not a folder")
-    monkeypatch.setenv(io.CACHE_ENV, str(workdir / "nowhere"))
+    (eval_workdir / "nowhere").write_text("a file, not a folder")
+    monkeypatch.setenv(io.CACHE_ENV, str(eval_workdir / "nowhere"))
     assert outputs() == first
     warnings = [w for w in capsys.readouterr().err.splitlines() if "warning" in w]
     assert len(warnings) == 1 and "nowhere/benchmarks cannot be written" in warnings[0]
@@ -274,31 +205,31 @@ def fails_with(capsys, message: str) -> str:
     return err
 
 
-def test_missing_tuned_model(workdir, capsys):
-    write_params(workdir)
+def test_missing_tuned_model(eval_workdir, capsys):
+    write_params(eval_workdir)
     (io.TUNED_DIR / "config.json").unlink()
     fails_with(capsys, "models/tuned/config.json not found: run `dvc repro train` first")
-    assert not (workdir / "metrics").exists()
+    assert not (eval_workdir / "metrics").exists()
 
 
-def test_missing_embeddings(workdir, capsys):
-    write_params(workdir)
+def test_missing_embeddings(eval_workdir, capsys):
+    write_params(eval_workdir)
     (io.EMBEDDINGS_DIR / "train.safetensors").unlink()
     fails_with(capsys, "data/embeddings/train.safetensors not found: run `dvc repro embed` first")
-    assert not (workdir / "metrics").exists()
+    assert not (eval_workdir / "metrics").exists()
 
 
-def test_unknown_metric(workdir, capsys):
-    write_params(workdir, metrics={"hit_rate": [1], "precision": [5]})
+def test_unknown_metric(eval_workdir, capsys):
+    write_params(eval_workdir, metrics={"hit_rate": [1], "precision": [5]})
     shutil.rmtree(io.TUNED_DIR)  # the metric is checked first, before any model loads
     fails_with(capsys, "eval.metrics='precision' is not known (known: hit_rate, mrr, ndcg, recall)")
-    assert not (workdir / "metrics").exists()
+    assert not (eval_workdir / "metrics").exists()
 
 
-def test_missing_benchmark_fails_before_writing(workdir, capsys):
-    write_params(workdir, benchmarks=["beir/tiny", "beir/nowhere"])
+def test_missing_benchmark_fails_before_writing(eval_workdir, capsys):
+    write_params(eval_workdir, benchmarks=["beir/tiny", "beir/nowhere"])
     fails_with(capsys, "beir/nowhere: benchmark folder not found (eval.benchmarks)")
-    assert not (workdir / "metrics").exists()
+    assert not (eval_workdir / "metrics").exists()
 
 
 @pytest.mark.parametrize(
@@ -311,39 +242,39 @@ def test_missing_benchmark_fails_before_writing(workdir, capsys):
         ({"k": [1, 5]}, "unknown key eval.k"),
     ],
 )
-def test_bad_eval_params(workdir, capsys, update, message):
-    write_params(workdir)
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
+def test_bad_eval_params(eval_workdir, capsys, update, message):
+    write_params(eval_workdir)
+    params = yaml.safe_load((eval_workdir / "params.yaml").read_text())
     params["eval"] = cfg("eval").model_dump()
     params["eval"].update(update)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    (eval_workdir / "params.yaml").write_text(yaml.safe_dump(params))
     fails_with(capsys, f"params.yaml: {message}")
 
 
-def test_a_shipped_retriever_params_do_not_list_is_refused(workdir, capsys):
-    write_params(workdir)
+def test_a_shipped_retriever_params_do_not_list_is_refused(eval_workdir, capsys):
+    write_params(eval_workdir)
     ship("base+bm25:rrf10")
     fails_with(capsys, "ships 'base+bm25:rrf10', which params.yaml's retrieve section does not")
     shutil.rmtree(io.RETRIEVER_DIR)
     fails_with(capsys, "models/retriever/retriever.json not found: run `dvc repro select`")
-    assert not (workdir / "metrics").exists()
+    assert not (eval_workdir / "metrics").exists()
 
 
-def test_stage_logs_to_mlflow_when_switched_on(workdir, monkeypatch):
+def test_stage_logs_to_mlflow_when_switched_on(eval_workdir, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("EMBEDTUNE_MLFLOW", "1")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (workdir / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (eval_workdir / "mlruns").as_uri())
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    write_params(workdir)
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    write_params(eval_workdir)
+    params = yaml.safe_load((eval_workdir / "params.yaml").read_text())
     params["train"] = {"method": "adapter_linear", "lr": 0.25}  # read raw, for the run name only
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    (eval_workdir / "params.yaml").write_text(yaml.safe_dump(params))
     eval_stage.main()
     (run,) = mlflow.search_runs(experiment_names=["embedtune"], output_format="list")
     assert run.info.run_name == "adapter_linear lr=0.25"
-    metrics = read_json(workdir / "metrics/eval.json")
+    metrics = read_json(eval_workdir / "metrics/eval.json")
     assert run.data.metrics["tuned.mrr_at_10"] == pytest.approx(metrics["tuned"]["mrr@10"])
-    delta = read_json(workdir / "metrics/eval_delta.json")
+    delta = read_json(eval_workdir / "metrics/eval_delta.json")
     assert run.data.metrics["delta.mrr_at_10.diff"] == pytest.approx(delta["mrr@10"]["diff"])
     assert run.data.params["eval.bootstrap"] == "50"

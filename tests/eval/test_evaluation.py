@@ -21,34 +21,9 @@ from embedtune.retrieval.retrievers import RetrievalInputs
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
-from tests.conftest import cfg
-from tests.retrieval.test_beir import write_beir
-
-SPEC = {"hit_rate": [1, 3, 5, 10], "recall": [1, 3, 5, 10], "mrr": [10], "ndcg": [10]}
-DATASET = {
-    "queries": {
-        "q-for": "How does a for loop go over the items of a list?",
-        "q-raise": "How do I signal an error with an exception?",
-        "q-import": "How do I load another module?",
-        "q-none": "What is the meaning of life?",
-    },
-    "corpus": {
-        "c-raise": "The raise statement raises an exception, optionally with a cause.",
-        "c-for": "The for statement iterates over the elements of a sequence such as a list.",
-        "c-import": "The import statement finds a module, loads it and binds it to a name.",
-        "c-pass": "pass is a null operation; nothing happens when it is executed.",
-    },
-    "relevant_docs": {
-        "q-for": ["c-for"],
-        "q-raise": ["c-raise"],
-        "q-import": ["c-import", "c-pass"],
-    },
-    "mode": "text",
-}
-
-
-def identity() -> AdapterModel:
-    return AdapterModel("adapter_linear", LinearAdapter(384))
+from tests.helpers import cfg
+from tests.helpers.eval import DATASET, SPEC, identity
+from tests.helpers.retrieval import write_beir
 
 
 def collapsed() -> AdapterModel:

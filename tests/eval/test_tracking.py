@@ -17,6 +17,7 @@ import yaml
 from embedtune.compose import compose
 from embedtune.errors import EmbedtuneError
 from embedtune.eval import tracking
+from tests.helpers.system import closed_port
 
 DELTA = {"hit_rate@5": {"diff": 0.03, "low": -0.01, "high": 0.08}}
 
@@ -129,13 +130,6 @@ def test_switch_on_without_mlflow_is_one_warning(monkeypatch, capsys):
         "embedtune: warning: MLflow run not logged: EMBEDTUNE_MLFLOW=1 needs MLflow: "
         "pip install mlflow-skinny (or unset EMBEDTUNE_MLFLOW)\n"
     )
-
-
-def closed_port() -> int:
-    """A local TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -191,9 +196,56 @@ def test_loading_depends_on_what_the_folder_holds():
     assert "AdapterEmbeddingModel" not in full and "chunks.jsonl" not in full
 
 
-def test_the_card_is_the_same_text_for_the_same_facts():
-    assert card_sections(FACTS) == card_sections(replace(FACTS))
-    assert card_sections(FACTS).endswith(
+def card_in_fresh_processes(facts: CardFacts, hash_seeds: list[int]) -> list[str]:
+    """`card_sections(facts)` as Python processes of their own compute it, one per string-hash
+    seed: a set of names, or anything else hash-ordered, iterates in another order in each."""
+    import embedtune
+
+    code = (
+        "import pickle, sys; from embedtune.export.card import card_sections; "
+        "sys.stdout.buffer.write(card_sections(pickle.load(sys.stdin.buffer)).encode())"
+    )
+    src = str(Path(embedtune.__file__).resolve().parents[1])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": src, "PYTHONHASHSEED": str(seed)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for seed in hash_seeds
+    ]
+    texts = []
+    for proc in procs:
+        out, err = proc.communicate(pickle.dumps(facts), timeout=120)
+        assert proc.returncode == 0, err.decode()
+        texts.append(out.decode())
+    return texts
+
+
+def reversed_keys(section: dict) -> dict:
+    return dict(reversed(section.items()))
+
+
+def test_the_card_is_the_same_text_in_any_process_and_any_key_order():
+    validation = figures()  # with fusions: names a set would order by their hashes
+    for name in ("tuned+bm25:rrf60", "base+bm25:rrf60", "tuned+bm25:convex50", "base+bm25:rrf10"):
+        validation["retrievers"][name] = validation["retrievers"]["bm25"]
+        validation["delta_retrievers"][name] = validation["delta_retrievers"]["bm25"]
+    facts = replace(FACTS, validation=validation)
+    expected = card_sections(facts)
+    assert "tuned+bm25:convex50" in expected
+    # params.yaml's sections and eval's retrievers in another key order.
+    reordered = replace(
+        facts,
+        train=reversed_keys(facts.train),
+        embed=reversed_keys(facts.embed),
+        llm=reversed_keys(facts.llm),
+        validation={**validation, "retrievers": reversed_keys(validation["retrievers"])},
+    )
+    assert card_in_fresh_processes(reordered, [1, 2]) == [expected, expected]
+    assert expected.endswith(
         "```\n\nPush the folder as it is, this card and the files "
         "beside it included, with sentence-transformers' own "
         '`SentenceTransformer(path).push_to_hub("user/name", '

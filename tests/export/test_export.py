@@ -5,7 +5,6 @@ loading recipes of the model card (sentence-transformers, LlamaIndex, the nudge 
 from __future__ import annotations
 
 import json
-import pydoc_data.topics
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.nudge import text_key
-from tests.conftest import cfg
-from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+from tests.helpers import cfg
+from tests.helpers.export import FIELDS
+from tests.helpers.methods import embed_cfg, full_cfg, tiny_dataset, validation_dataset
 
 EMBED = embed_cfg()  # prefixes "query: " and "passage: ": the folder must add them itself
-FIELDS = {"language": ["en"], "model_name": "test", "base_model": None, "tags": ["embedtune"]}
 QUICK = {"holdout_fraction": 0.0, "holdout_min_questions": 0, "patience": 0}
 TRAIN_CONFIGS = {
     "adapter_linear": lambda: cfg("train", lr=0.05, epochs=3, batch_size=4, **QUICK),
@@ -42,17 +41,6 @@ TRAIN_CONFIGS = {
     "nudge": lambda: cfg("train", "train=nudge", gammas=[0.0, 0.2, 0.4], **QUICK),
 }
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
-
-
-def validation_dataset() -> dict:
-    """Questions and chunks on Python reference topics the training split does not cover."""
-    topics = sorted(pydoc_data.topics.topics)[12:20]
-    text = pydoc_data.topics.topics
-    return {
-        "queries": {f"v{i}": f"How is {t} used?" for i, t in enumerate(topics)},
-        "corpus": {f"d{i}": " ".join(text[t].split()[:50]) for i, t in enumerate(topics)},
-        "relevant_docs": {f"v{i}": [f"d{i}"] for i in range(len(topics))},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from embedtune.export.model import Sources, exported, normalised, save_exported
 from embedtune.export.retriever import FOLDER, SplitChunks, build, load_folder, save_folder
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
 from embedtune.train.methods.full import FullModel
-from tests.conftest import ROOT, cfg
-from tests.export.test_export import FIELDS
-from tests.train.methods.helpers import embed_cfg
+from tests.helpers import ROOT, cfg
+from tests.helpers.export import FIELDS
+from tests.helpers.methods import embed_cfg
 
 pytest.importorskip(
     "llama_index.retrievers.bm25",

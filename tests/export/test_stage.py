@@ -24,9 +24,8 @@ from embedtune.export.facts import git_commit, locked_md5
 from embedtune.retrieval.evaluation import with_tuned
 from embedtune.stage import run_stage
 from embedtune.train.methods.base import load_tuned
-from tests.export.test_export import validation_dataset
-from tests.train.methods.helpers import tiny_dataset
-from tests.train.test_train import stage_folder, write_split
+from tests.helpers.methods import tiny_dataset, validation_dataset
+from tests.helpers.train import stage_folder, write_split
 
 PREFIXES = {"query_prefix": "query: ", "document_prefix": "passage: "}
 MANIFEST = {

@@ -22,8 +22,8 @@ from embedtune.mine.negatives import (
     shares_run,
 )
 from embedtune.text import words
-from tests.conftest import ROOT, cfg
-from tests.train.methods.helpers import split
+from tests.helpers import ROOT, cfg
+from tests.helpers.methods import split
 
 EMBED = cfg("embed")
 TOPICS = [

@@ -15,7 +15,8 @@ import embedtune.chunk.__main__ as chunk
 from embedtune.reading.bad_documents import BadDocument
 from embedtune.reading.readers import Limits, read_document
 from embedtune.stage import run_stage
-from tests.bad_files import (
+from tests.helpers import ROOT, cfg, cli_env, copy_project, run_cli
+from tests.helpers.bad_files import (
     BAD_FILES,
     bomb_pdf,
     deep_html,
@@ -25,7 +26,6 @@ from tests.bad_files import (
     sparse_text,
     write_bad_files,
 )
-from tests.conftest import ROOT, cfg, cli_env, copy_project, run_cli
 
 # --- the reader --------------------------------------------------------------------------------
 

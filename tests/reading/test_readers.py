@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from pydoc_data.topics import topics
 
 import pytest
 
-from embedtune.download.pdf import render_pdf
 from embedtune.download.sources import LOCAL_EXTENSIONS, download_all
 from embedtune.errors import EmbedtuneError
 from embedtune.reading.readers import HtmlText, html_text, read_documents
-from tests.conftest import cfg
-from tests.download.test_sources import make_documents
-
-
-def pdf_bytes(*names: str) -> bytes:
-    return render_pdf("Python reference", [(n, topics[n]) for n in names])
+from tests.helpers import cfg
+from tests.helpers.documents import make_documents, pdf_bytes
 
 
 @pytest.fixture(scope="module")

@@ -3,39 +3,13 @@ name the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.beir import Benchmark, load_benchmark
-
-BEIR_CORPUS = [
-    {"_id": "d-for", "title": "for", "text": "The for statement iterates over a sequence."},
-    {"_id": "d-raise", "title": "", "text": "The raise statement raises an exception."},
-    {"_id": "d-import", "title": "import", "text": "The import statement loads a module."},
-    {"_id": "d-pass", "text": "pass is a null operation; nothing happens."},
-]
-BEIR_QUERIES = [
-    {"_id": "q1", "text": "How do I loop over a list?"},
-    {"_id": "q2", "text": "How do I signal an error?"},
-    {"_id": "q3", "text": "A query without judgements"},
-]
-BEIR_QRELS = (
-    "query-id\tcorpus-id\tscore\nq1\td-for\t2\nq1\td-pass\t1\nq2\td-raise\t1\nq2\td-for\t0\n"
-)
-
-
-def write_beir(folder: Path, corpus=None, queries=None, qrels: str | None = None) -> Path:
-    """A small BEIR folder (two judged queries over four documents) at `folder`."""
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r) for r in (BEIR_CORPUS if corpus is None else corpus)]
-    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
-    lines = [json.dumps(r) for r in (BEIR_QUERIES if queries is None else queries)]
-    (folder / "queries.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "qrels" / "test.tsv").write_text(BEIR_QRELS if qrels is None else qrels)
-    return folder
+from tests.helpers.retrieval import BEIR_CORPUS, BEIR_QRELS, write_beir
 
 
 def test_load_benchmark(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.lexical import BM25Index
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 CORPUS = [
     "The cat sat on the mat.",

@@ -11,8 +11,8 @@ import pytest
 from embedtune.errors import EmbedtuneError
 from embedtune.retrieval.metrics import METRICS, metric_at, query_metrics, summarize
 from embedtune.retrieval.ranking import Ranked
-from tests.conftest import cfg
-from tests.retrieval.test_ranking import hand_made_ranked, ranked_from
+from tests.helpers import cfg
+from tests.helpers.retrieval import hand_made_ranked, ranked_from
 
 
 def ranked_at(*ranks: list[int]) -> Ranked:

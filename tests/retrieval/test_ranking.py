@@ -19,36 +19,12 @@ from embedtune.retrieval.ranking import (
     rank_relevant,
     relevance_matrix,
 )
-
-
-def ranked_from(scores, qrels: dict[int, dict[int, float]]) -> Ranked:
-    """Rank a (queries, chunks) score list; qrels maps query row -> {chunk column: grade}."""
-    scores = torch.as_tensor(scores, dtype=torch.float32)
-    relevance = torch.zeros_like(scores)
-    for q, grades in qrels.items():
-        for c, g in grades.items():
-            relevance[q, c] = g
-    return rank_relevant(scores, relevance)
-
-
-# Hand-made: three chunks on the unit circle, four queries with known gold ranks.
-CORPUS = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
-QUERIES = [
-    [1.0, 0.1],  # gold c0, the closest chunk: rank 1
-    [1.0, 0.2],  # gold c1, second closest after c0: rank 2
-    [2.0, 0.0],  # gold c2, the farthest (and not unit length): rank 3
-    [0.0, 3.0],  # gold c0 and c1: c1 ranks first; c0 ties with c2 at 0 and ranks after it
-]
-QIDS, CIDS = ["q0", "q1", "q2", "q3"], ["c0", "c1", "c2"]
-QRELS = {"q0": {"c0": 1.0}, "q1": {"c1": 1.0}, "q2": {"c2": 1.0}, "q3": {"c0": 1.0, "c1": 1.0}}
-
-
-def hand_made_ranked() -> Ranked:
-    return rank(torch.tensor(QUERIES), torch.tensor(CORPUS), QIDS, CIDS, QRELS)
+from tests.helpers.retrieval import hand_made_ranked, ranked_from
 
 
 @pytest.fixture
 def hand_made() -> Ranked:
+    """Three chunks on the unit circle, four queries with known gold ranks (their comments)."""
     return hand_made_ranked()
 
 

@@ -9,7 +9,7 @@ from embedtune.errors import EmbedtuneError
 from embedtune.retrieval import ranking
 from embedtune.retrieval.ranking import binary_qrels, rank_scored
 from embedtune.retrieval.retrievers import RetrievalInputs, candidates
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 QUERIES = ["pump XK4821 pressure", "valve seal"]
 CORPUS = ["the valve seal leaks", "pump XK4821 pressure rose", "an unrelated note"]

@@ -18,7 +18,7 @@ from embedtune.stage import run_stage
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import save_tuned
 from embedtune.train.methods.linear import LinearAdapter
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 # Forty near-identical maintenance records told apart by a unit code: a small dense model
 # barely separates them, BM25 matches the code exactly.

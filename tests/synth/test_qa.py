@@ -24,9 +24,8 @@ from embedtune.synth.qa import (
     synthesize,
 )
 from embedtune.synth.questions import parse_questions
-from tests.conftest import cfg
-from tests.synth.llm.test_transformers_chat import sharing
-from tests.synth.test_questions import CLEAN, NO_QUESTION, REPEATED
+from tests.helpers import cfg
+from tests.helpers.synth import CLEAN, NO_QUESTION, REPEATED, sharing
 
 CFG = cfg("synth", num_questions=2, prompt="Text: {context}\nWrite {num_questions} questions.")
 

@@ -22,19 +22,10 @@ from embedtune.synth.questions import (
     word_frequency,
     words,
 )
-from tests.conftest import cfg
+from tests.helpers import cfg
+from tests.helpers.synth import CLEAN, NO_QUESTION, RAMBLING, REPEATED
 
 CFG = cfg("synth", num_questions=2, prompt="Text: {context}\nWrite {num_questions} questions.")
-
-# Verbatim answers of SmolLM2-135M-Instruct to the synth prompt on Python reference chunks.
-CLEAN = '1. What is the "for" statement?\n2. How does the "for" statement iterate over a sequence?'
-RAMBLING = (
-    "1. What is the purpose of lambda expressions?\n2. How to create a lambda expression?\n\n"
-    "Here's the answer:\n\n**1. What is the purpose of lambda expressions?**\n\n"
-    "The purpose of lambda expressions is to create anonymous functions."
-)
-REPEATED = '1. What is the "try" statement?\n2. What is the "try" statement?\n\nHere is the answer:'
-NO_QUESTION = 'The text provides a concise explanation of the "with" statement.'
 
 
 def parse(answer: str, cfg: SynthConfig = CFG, chunk: str = "") -> tuple[list[str], dict]:

@@ -27,8 +27,8 @@ import embedtune.synth.__main__ as synth
 from embedtune.compose import compose
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_jsonl
-from tests.conftest import ROOT, cli_env, copy_project, run_cli
-from tests.synth.llm.test_openai_chat import Reply, completion, prompt_of, stub_server
+from tests.helpers import ROOT, cli_env, copy_project, run_cli
+from tests.helpers.openai_stub import Reply, completion, prompt_of, stub_server
 
 CHUNKS = {
     "train": ["alpha", "bravo", "charlie", "delta"],
@@ -195,8 +195,8 @@ def test_a_cached_run_loads_no_llm_and_changes_nothing(stage, capsys):
     # The server is gone: a fully cached run must not even look for it.
     stage(url)
     assert "train          3 chunks (3 cached) ->" in capsys.readouterr().out
-    # Byte-identical, metrics/synth.json included (issue 21: its tokens/s and cache hits were
-    # rewritten, so `dvc status` flagged synth): they stay those of the run that generated.
+    # Byte-identical, metrics/synth.json included (a cached run once rewrote its tokens/s and
+    # cache hits, so `dvc status` flagged synth): they stay those of the run that generated.
     assert outputs(stage.work) == first
     # Speed-only settings keep the cache; one more chunk costs one request.
     with stub_server(lambda hit, body: answer(body)) as (stub, url):
@@ -334,7 +334,7 @@ def test_an_unreachable_server_fails_before_anything_is_written(stage):
     assert not (stage.work / "data" / "qa").exists()
 
 
-# --- a damaged or unwritable answer cache (issue 21) ---------------------------------------------
+# --- a damaged or unwritable answer cache (faults a robustness probe found) ---------------------
 
 
 def test_a_cache_entry_of_the_wrong_types_is_asked_again_and_replaced(stage):
@@ -519,6 +519,6 @@ def test_adding_a_document_generates_only_its_chunks(repo):
     assert train["chunks"] == first_chunks + added
     assert synth_metrics(repo)["validation"]["cached_answers"] == chunk_count(repo, "validation")
     print(f"incremental synth for {added} new chunks: {time.perf_counter() - started:.1f} s")
-    # Issue 21: the same stage by hand, every answer cached, leaves dvc nothing to redo.
+    # The same stage run by hand, every answer cached, leaves dvc nothing to redo.
     run_cli(["python", "-m", "embedtune.synth"], repo)
     assert "up to date" in run_cli(["dvc", "status", "synth"], repo).stdout

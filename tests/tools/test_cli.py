@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from embedtune.tools import cli
-from tests.conftest import ROOT, cli_env
-from tests.tools.test_remote import git_remote_url, make_small_repo
+from tests.helpers import ROOT, cli_env
+from tests.helpers.remote import git_remote_url, make_small_repo
 
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
 

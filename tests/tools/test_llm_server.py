@@ -28,7 +28,7 @@ from embedtune.tools.llm_server import (
     group_jobs,
     parse_chat_request,
 )
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 SRC = ROOT / "src"
 KEY_ENV = "EMBEDTUNE_TEST_LLM_KEY"

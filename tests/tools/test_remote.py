@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,8 @@ import yaml
 
 from embedtune.errors import EmbedtuneError
 from embedtune.tools import remote
-from tests.conftest import SHRUNK, cli_env, copy_run
+from tests.helpers import SHRUNK, cli_env, copy_run
+from tests.helpers.remote import git_remote_url, make_small_repo
 
 # Recognisable, so a leak shows up in a grep; made at run time, so this file does not hold it.
 TOKEN = f"FAKE-dagshub-token-{secrets.token_hex(8)}"
@@ -166,24 +167,9 @@ def test_next_steps_list_the_push_commands():
 # --- side effects in a small git + DVC repository (no pipeline run) ------------------------
 
 
-def make_small_repo(folder: Path) -> Path:
-    """A git repository with a bare `.dvc/` as `dvc init` makes it."""
-    subprocess.run(["git", "init", "-q", "-b", "main", str(folder)], check=True)
-    (folder / ".dvc").mkdir()
-    (folder / ".dvc/config").write_text("[core]\n    analytics = false\n")
-    (folder / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    return folder
-
-
 @pytest.fixture
 def small_repo(tmp_path) -> Path:
     return make_small_repo(tmp_path / "repo")
-
-
-def git_remote_url(repo: Path) -> str:
-    return subprocess.run(
-        ["git", "remote", "get-url", "origin"], cwd=repo, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def test_find_repo_from_a_subfolder(small_repo):
@@ -308,11 +294,10 @@ class Shared:
     bare: Path  # stands in for DagsHub's git
     endpoint: str  # stands in for DagsHub's S3
     tmp: Path
-    outputs: list[str] = field(default_factory=list)  # stdout + stderr of every command
-    clones: list[Path] = field(default_factory=list)
 
 
-def _run(shared: Shared, args: list[str], cwd: Path, check: bool = True, token: bool = False):
+def _run(args: list[str], cwd: Path, check: bool = True, token: bool = False):
+    """Run a command as a user would; whatever it prints must not hold the token."""
     env = cli_env(cwd / "src")
     for name in [n for n in env if n.startswith("AWS_") or n == "DAGSHUB_TOKEN"]:
         del env[name]
@@ -322,7 +307,7 @@ def _run(shared: Shared, args: list[str], cwd: Path, check: bool = True, token: 
     proc = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
     )
-    shared.outputs.append(proc.stdout + proc.stderr)
+    assert TOKEN not in proc.stdout + proc.stderr, f"{' '.join(args)} printed the token"
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -330,7 +315,7 @@ def _run(shared: Shared, args: list[str], cwd: Path, check: bool = True, token: 
 
 def _configure(shared: Shared, cwd: Path) -> subprocess.CompletedProcess:
     args = ["embedtune", "remote", "dagshub", "owner/repo", "--git-url", str(shared.bare)]
-    return _run(shared, [*args, "--endpoint-url", shared.endpoint], cwd, token=True)
+    return _run([*args, "--endpoint-url", shared.endpoint], cwd, token=True)
 
 
 def _s3_client(endpoint: str):
@@ -389,27 +374,39 @@ def pushed(tmp_path_factory, s3_endpoint, shrunk_run) -> Shared:
 
     printed = _configure(shared, work).stdout
     assert "git add .dvc/config" in printed
-    _run(shared, ["git", "add", ".dvc/config"], work)
-    _run(shared, ["git", "commit", "-qm", "DVC remote on DagsHub"], work)
-    _run(shared, ["dvc", "exp", "run", "-n", EXP, *SHRUNK], work)
-    _run(shared, ["git", "push", "-u", "origin", "main"], work)
-    _run(shared, ["dvc", "exp", "push", "origin", EXP], work)
-    _run(shared, ["dvc", "push"], work)
+    _run(["git", "add", ".dvc/config"], work)
+    _run(["git", "commit", "-qm", "DVC remote on DagsHub"], work)
+    _run(["dvc", "exp", "run", "-n", EXP, *SHRUNK], work)
+    _run(["git", "push", "-u", "origin", "main"], work)
+    _run(["dvc", "exp", "push", "origin", EXP], work)
+    _run(["dvc", "push"], work)
     return shared
+
+
+def _workspace_files_with_token(repo: Path) -> list[str]:
+    """Files that git tracks or would track (`git add -A`) holding the token."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [n for n in listed.split("\0") if n and TOKEN.encode() in (repo / n).read_bytes()]
 
 
 def _clone(shared: Shared, name: str) -> Path:
     dest = shared.tmp / name
-    _run(shared, ["git", "clone", "-q", str(shared.bare), str(dest)], shared.tmp)
+    _run(["git", "clone", "-q", str(shared.bare), str(dest)], shared.tmp)
     _configure(shared, dest)
-    shared.clones.append(dest)
     return dest
 
 
 def _pull_experiment(shared: Shared, clone: Path) -> None:
-    _run(shared, ["dvc", "exp", "pull", "origin", EXP], clone)
-    _run(shared, ["dvc", "exp", "apply", EXP], clone)
-    _run(shared, ["dvc", "pull"], clone)
+    """Pull the experiment into a clone: the token stays in its git-ignored config.local."""
+    _run(["dvc", "exp", "pull", "origin", EXP], clone)
+    _run(["dvc", "exp", "apply", EXP], clone)
+    _run(["dvc", "pull"], clone)
+    assert _workspace_files_with_token(clone) == [], clone
 
 
 @pytest.mark.slow
@@ -419,7 +416,7 @@ def test_experiment_pulled_into_a_fresh_clone_is_byte_identical(pushed):
     _pull_experiment(pushed, clone)
     for path in (EVAL, ADAPTER, "dvc.lock", "params.yaml"):
         assert (clone / path).read_bytes() == (pushed.work / path).read_bytes(), path
-    assert "up to date" in _run(pushed, ["dvc", "status"], clone).stdout
+    assert "up to date" in _run(["dvc", "status"], clone).stdout
 
 
 def _adapter_object_key(clone: Path) -> str:
@@ -445,7 +442,7 @@ def test_tampered_object_on_the_remote_is_refused(pushed):
     try:
         shutil.rmtree(clone / ".dvc/cache")
         (clone / ADAPTER).unlink()
-        proc = _run(pushed, ["dvc", "pull", "-v"], clone, check=False)
+        proc = _run(["dvc", "pull", "-v"], clone, check=False)
         assert proc.returncode != 0, proc.stdout + proc.stderr
         # `verify true`: the download is hashed, found corrupt and dropped (said only by -v);
         # the user sees "Checkout failed for following targets: models/tuned".
@@ -456,17 +453,6 @@ def test_tampered_object_on_the_remote_is_refused(pushed):
         assert not [p for p in cached if p.read_bytes() == bad]
     finally:
         s3.put_object(Bucket="dvc", Key=key, Body=good)
-
-
-def _workspace_files_with_token(repo: Path) -> list[str]:
-    """Files that git tracks or would track (`git add -A`) holding the token."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return [n for n in listed.split("\0") if n and TOKEN.encode() in (repo / n).read_bytes()]
 
 
 def _history_with_token(repo: Path) -> list[str]:
@@ -487,7 +473,8 @@ def _history_with_token(repo: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_token_only_in_config_local(pushed):
-    # Last in the module: every command of the tests above is in `pushed.outputs` by now.
+    # What every command printed, and each clone's workspace, are checked where they are made
+    # (`_run`, `_pull_experiment`): this test checks the same whether it runs alone or not.
     work = pushed.work
     assert (work / ".dvc/config.local").read_text().count(TOKEN) == 2
     assert stat.S_IMODE((work / ".dvc/config.local").stat().st_mode) == 0o600
@@ -495,9 +482,6 @@ def test_token_only_in_config_local(pushed):
         assert TOKEN not in (work / path).read_text(), path
     for path in (work / "metrics").rglob("*"):
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
-    for repo in (work, *pushed.clones):
-        assert _workspace_files_with_token(repo) == [], repo
+    assert _workspace_files_with_token(work) == []
     assert _history_with_token(work) == []
     assert _history_with_token(pushed.bare) == []  # main and refs/exps as pushed
-    assert len(pushed.outputs) > 5
-    assert not [out for out in pushed.outputs if TOKEN in out]

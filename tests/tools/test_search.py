@@ -26,8 +26,8 @@ from embedtune.retrieval.lexical import BM25Index
 from embedtune.synth.qa import query_id
 from embedtune.tools import cli
 from embedtune.train.methods.base import load_tuned, save_tuned
-from tests.conftest import ROOT, cfg, cli_env
-from tests.eval.test_eval import scrambling_adapter
+from tests.helpers import ROOT, cfg, cli_env
+from tests.helpers.eval import scrambling_adapter
 
 # (file name, page label or None for a text file, text): one chunk each
 PAGES = {

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from embedtune.train.methods.base import load_tuned
-from tests.conftest import cli_env
-from tests.train.test_train import stage_folder, write_split
+from tests.helpers import cli_env
+from tests.helpers.train import stage_folder, write_split
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -9,44 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 import embedtune.train.__main__ as train_module
-from embedtune.compose import compose
-from embedtune.embeddings import save_embeddings
 from embedtune.errors import EmbedtuneError
-from embedtune.io import write_json
-from embedtune.mine.mined import MINED_FILE, Mined
+from embedtune.mine.mined import MINED_FILE
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import load_tuned
 from embedtune.train.methods.full import FullModel
-from tests.conftest import ROOT, run_cli
-from tests.train.methods.helpers import synthetic, tiny_dataset
+from tests.helpers import ROOT, run_cli
+from tests.helpers.methods import synthetic, tiny_dataset
+from tests.helpers.train import stage_folder, write_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def stage_folder(folder: Path, overrides: list[str], **train) -> Path:
-    """params.yaml composed with `overrides`, `train` keys edited as by `-S train.x=...`."""
-    params = folder / "params.yaml"
-    if not any(o.startswith("train=") for o in overrides):  # the adapter unless told
-        overrides = ["train=adapter_linear_cpu", *overrides]
-    compose(["experiment=cpu", *overrides], conf_dir=ROOT / "conf", output=params)
-    raw = yaml.safe_load(params.read_text())
-    raw["train"].update(train)
-    params.write_text(yaml.safe_dump(raw))
-    return folder
-
-
-def write_split(folder: Path, dataset: dict, emb=None, mined: Mined | None = None) -> None:
-    """The training split, its embeddings and what `mine` wrote (by default: every question
-    trains, without negatives)."""
-    (folder / "data" / "qa").mkdir(parents=True)
-    (folder / "data" / "qa" / "train.json").write_text(json.dumps(dataset))
-    if emb is not None:
-        save_embeddings(folder / "data" / "embeddings" / "train.safetensors", emb)
-    mined = mined or Mined([], {}, {q: [] for q in dataset["queries"]})
-    write_json(folder / MINED_FILE, mined.as_dict())
 
 
 def test_stage_declares_its_sections():

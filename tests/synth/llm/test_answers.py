@@ -21,7 +21,7 @@ from embedtune.synth.llm.answers import (
     halve_on_oom,
 )
 from embedtune.synth.llm.base import BACKENDS, Failure, Generation, LLMConfig, backend_config
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 # --- answer_key ---------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ DAMAGED = [
     b'{"text": "Why?"}',
     b"[1, 2]",
     b"null",
-    b'{"text": 12345, "new_tokens": 2}',  # issue 21: valid JSON, wrong types
+    b'{"text": 12345, "new_tokens": 2}',  # valid JSON, wrong types: was an AttributeError
     b'{"text": "Why?", "new_tokens": "2"}',
     b'{"text": "Why?", "new_tokens": true}',
     b'{"text": "Why?", "new_tokens": -1}',

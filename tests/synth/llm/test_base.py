@@ -23,7 +23,7 @@ from embedtune.synth.llm.base import (
 )
 from embedtune.synth.llm.openai_chat import OpenAIChat, OpenAIConfig
 from embedtune.synth.llm.transformers_chat import TransformersChat, TransformersConfig
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 LLM_CONF = sorted((ROOT / "conf" / "llm").glob("*.yaml"))
 

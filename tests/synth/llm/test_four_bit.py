@@ -13,7 +13,7 @@ import embedtune.synth.__main__ as synth
 from embedtune.compose import compose
 from embedtune.io import write_jsonl
 from embedtune.synth.llm.transformers_chat import TransformersChat
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 TEXTS = [
     "A for loop runs its body once for every item of a sequence, such as a list or a string.",

@@ -17,16 +17,10 @@ from embedtune.synth.llm.transformers_chat import (
     ensure_chat_template,
     model_kwargs,
 )
-from tests.conftest import cfg
+from tests.helpers import cfg
+from tests.helpers.synth import sharing
 
 INSTRUCTION = "Write 2 different questions that this text answers, one per line."
-
-
-def sharing(smollm2: TransformersChat, seed: int = 0, **updates) -> TransformersChat:
-    """A chat with other settings on the loaded SmolLM2 (the session fixture stays untouched)."""
-    chat = TransformersChat(cfg("llm", **updates), seed=seed)
-    chat.model, chat.tokenizer = smollm2.model, smollm2.tokenizer
-    return chat
 
 
 # --- settings that need a GPU -------------------------------------------------------------------

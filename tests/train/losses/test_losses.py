@@ -12,7 +12,7 @@ from embedtune.train.losses import LOSSES, LossConfig, build_loss, loss_config
 from embedtune.train.losses.cached_mnrl import CachedMNRL, CachedMNRLConfig
 from embedtune.train.losses.mnrl import MNRL, MNRLConfig
 from embedtune.train.methods.base import method_config
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 
 def test_the_registry_finds_every_loss_module():

@@ -22,8 +22,8 @@ from embedtune.train.methods.base import (
 )
 from embedtune.train.methods.linear import LinearAdapter
 from embedtune.train.methods.two_layer import TwoLayerAdapter
-from tests.conftest import cfg
-from tests.train.methods.helpers import synthetic
+from tests.helpers import cfg
+from tests.helpers.methods import synthetic
 
 METHODS = {"adapter_linear": (), "adapter_2layer": ("train=adapter_2layer",)}
 

@@ -29,7 +29,7 @@ from embedtune.train.methods.base import (
 from embedtune.train.methods.full import FullConfig, FullMethod
 from embedtune.train.methods.linear import LinearAdapter, LinearConfig, LinearMethod
 from embedtune.train.methods.two_layer import TwoLayerConfig, TwoLayerMethod
-from tests.conftest import cfg, composed
+from tests.helpers import cfg, composed
 
 # --- the train section's schema -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.full import FullConfig, FullMethod, FullModel
-from tests.train.methods.helpers import PICKLE_SUFFIXES, embed_cfg, full_cfg, tiny_dataset
+from tests.helpers.methods import PICKLE_SUFFIXES, embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()
 

@@ -7,7 +7,7 @@ import pytest
 
 from embedtune.errors import EmbedtuneError
 from embedtune.train.methods.full_data import padded, training_columns
-from tests.train.methods.helpers import embed_cfg, tiny_dataset
+from tests.helpers.methods import embed_cfg, tiny_dataset
 
 EMBED = embed_cfg()
 TRAIN_IDS = [f"q{i}" for i in range(12)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 
@@ -34,8 +33,8 @@ from embedtune.train.methods.full_training import (
     weights_copy,
 )
 from embedtune.train.methods.linear import LinearAdapter
-from tests.conftest import cfg
-from tests.train.methods.helpers import embed_cfg, full_cfg, tiny_dataset
+from tests.helpers import cfg
+from tests.helpers.methods import embed_cfg, full_cfg, tiny_dataset
 
 EMBED = embed_cfg()
 
@@ -316,12 +315,8 @@ def test_a_diverging_loss_stops_training_naming_train_lr_and_leaves_no_checkpoin
     losses: list[float] = []
     log = TrainingLog(lambda step, loss: losses.append(loss))
     train_cfg = full_cfg(lr=1e30, epochs=2, holdout_fraction=0.0)
-    with pytest.raises(EmbedtuneError) as info:
+    # The whole message: test_adapter_training.py; here, that it is the divergence naming lr.
+    with pytest.raises(EmbedtuneError, match=r"^training diverged .*train\.lr=1e\+30"):
         train_full(fresh_encoder(), TrainingInputs(tiny_dataset(), EMBED), train_cfg, 0, log)
-    assert re.fullmatch(
-        r"training diverged at step \d \(loss nan\): train\.lr=1e\+30 is too high for "
-        r"train\.method=full; lower train\.lr",
-        str(info.value),
-    )
     assert all(math.isfinite(loss) for loss in losses)  # the diverged step is not logged
     assert not list(tmp_path.glob("embedtune-checkpoints-*"))  # (torch keeps caches there too)

@@ -10,12 +10,14 @@ import torch
 from embedtune.train.methods.adapters import AdapterModel
 from embedtune.train.methods.base import get_method, load_tuned, save_tuned
 from embedtune.train.methods.linear import LinearAdapter, LinearConfig, LinearMethod
-from tests.conftest import cfg
+from tests.helpers import cfg, composed
 
 
-def test_the_cpu_preset_trains_a_linear_adapter():
-    train_cfg = cfg("train")
+def test_train_adapter_linear_cpu_composes_into_the_linear_method():
+    # Named here, not through `cfg`, which picks it whenever no `train=` override is given.
+    train_cfg = composed("experiment=cpu", "train=adapter_linear_cpu").train
     assert isinstance(train_cfg, LinearConfig)
+    assert train_cfg.method == "adapter_linear"
     assert isinstance(get_method(train_cfg.method), LinearMethod)
 
 

@@ -24,8 +24,8 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.nudge import NudgeConfig, NudgeMethod, NudgeModel, nudge, text_key
-from tests.conftest import cfg
-from tests.train.methods.helpers import split
+from tests.helpers import cfg
+from tests.helpers.methods import split
 
 GRID = [0.0, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]  # wide enough for NUDGE-M, whose moves are shorter
 HOLDOUT = 0.25

@@ -18,7 +18,7 @@ from embedtune.embeddings import embed_dataset, save_embeddings
 from embedtune.errors import EmbedtuneError
 from embedtune.mine.mined import MINED_FILE, Mined
 from embedtune.train.methods.base import METHODS, Method, TrainConfig, TrainingInputs, TrainingLog
-from tests.conftest import ROOT, cfg
+from tests.helpers import ROOT, cfg
 
 DATASETS = {
     "train": {

@@ -18,8 +18,8 @@ from embedtune.train.methods.base import (
     save_tuned,
 )
 from embedtune.train.methods.two_layer import TwoLayerAdapter, TwoLayerConfig, TwoLayerMethod
-from tests.conftest import cfg
-from tests.train.methods.helpers import hit_rate_at_1, synthetic
+from tests.helpers import cfg
+from tests.helpers.methods import hit_rate_at_1, synthetic
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Shared inputs of the methods' tests: synthetic embeddings for the adapters, a dozen text
-pairs and small, fast settings for the `full` method."""
+pairs (and a validation split beside them) and small, fast settings for the `full` method."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.retrieval.metrics import metric_at
 from embedtune.retrieval.ranking import binary_qrels, rank
-from tests.conftest import cfg
+from tests.helpers import cfg
 
 # --- adapters: cached embeddings ------------------------------------------------------------
 
@@ -90,4 +90,15 @@ def tiny_dataset() -> dict:
         },
         "corpus": {f"c{i}": " ".join(text[t].split()[:60]) for i, t in enumerate(topics)},
         "relevant_docs": {f"q{i}": [f"c{i}"] for i in range(len(topics))},
+    }
+
+
+def validation_dataset() -> dict:
+    """Questions and chunks on Python reference topics the training split does not cover."""
+    topics = sorted(pydoc_data.topics.topics)[12:20]  # after tiny_dataset's
+    text = pydoc_data.topics.topics
+    return {
+        "queries": {f"v{i}": f"How is {t} used?" for i, t in enumerate(topics)},
+        "corpus": {f"d{i}": " ".join(text[t].split()[:50]) for i, t in enumerate(topics)},
+        "relevant_docs": {f"v{i}": [f"d{i}"] for i in range(len(topics))},
     }
