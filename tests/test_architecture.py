@@ -144,3 +144,13 @@ def test_the_checks_catch_a_crossing_and_a_circle():
     }
     assert crossings(graph) == ["embedtune.eval.tables -> embedtune.train.methods.adapters"]
     assert circles(graph) == [["embedtune.config", "embedtune.io"]]
+
+
+def test_test_modules_share_only_helpers_and_fixtures():
+    """A test module imports shared code from tests/helpers/ (fixtures come from conftest.py),
+    never from another test module."""
+    for path in (ROOT / "tests").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests."):
+                assert node.module.startswith("tests.helpers"), (path, node.module)
