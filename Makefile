@@ -71,9 +71,9 @@ bench-eval: setup  ## our eval vs LlamaIndex retriever evaluation (same model, d
 bench-train: setup  ## adapter training vs LlamaIndex EmbeddingAdapterFinetuneEngine (same model, data); last line speedup=
 	$(RUN) python bench/bench_train.py
 
-bench-quality: setup  ## make bench-quality COLLECTION=DIR: the pipeline on a BEIR collection's documents, scored on its real queries (about 30 min)
+bench-quality: setup  ## make bench-quality COLLECTION=DIR [DOCS=300|all]: the pipeline on a BEIR collection's documents, scored on its real queries (about 30 min at 300)
 	@test -n "$(COLLECTION)" || { echo "COLLECTION=DIR is needed: a BEIR folder (python bench/beir_collection.py vaswani DIR writes Vaswani NPL)"; exit 2; }
-	$(RUN) python bench/bench_quality.py --collection "$(COLLECTION)"
+	$(RUN) python bench/bench_quality.py --collection "$(COLLECTION)" $(if $(DOCS),--docs $(DOCS))
 
 gpu-check: setup  ## prepare .device-inputs for bench/gpu_check.py on a GPU machine (bench/README.md)
 	$(RUN) python bench/gpu_check.py prepare .device-inputs

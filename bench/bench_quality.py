@@ -1,6 +1,6 @@
 """Quality on real queries: the pipeline on Vaswani NPL abstracts, scored on its human queries.
 
-Usage: python bench/bench_quality.py --collection DIR [--docs 300] [--keep DIR]
+Usage: python bench/bench_quality.py --collection DIR [--docs 300|all] [--keep DIR]
            [--methods adapter_linear_cpu full] [--set synth.attempts=3 ...]
            (make bench-quality COLLECTION=DIR)
 
@@ -12,18 +12,24 @@ A method is a `train=` option, or `LABEL:OVERRIDE;OVERRIDE...` for a variant, e.
 
 Runs the committed pipeline the way a user would, in a fresh clone: a fixed subset of the
 collection's abstracts (the `--docs` whose sha256 of the id is smallest, one text file each) as
-`data=local` documents with `experiment=cpu`, synthetic questions, tuning, and `eval.benchmarks`
-on the collection's 93 real queries over all 11,429 abstracts. The queries and qrels are read by
-`eval` only: nothing is trained or chosen with them. Per method:
+`data=local` documents with `experiment=cpu` (`--docs all`: every abstract, the user's case of
+questions written for every document people ask about), synthetic questions, tuning, and
+`eval.benchmarks` on the collection's real queries over all its abstracts. The queries and
+qrels are read by `eval` only: nothing is trained or chosen with them. Per method:
 
     <method>: ndcg@10 base B tuned T diff D [low, high]   (paired bootstrap, 95%)
 
 then the same figure on the validation abstracts' questions and on the seen-corpus questions
 (new synthetic questions about the training abstracts, `metrics/eval_seen.json`), the held-out
 verdict of stage `select`, one line per candidate retriever on the real queries (`tuned` there
-is the candidate; `base` is always the dense base model), and last the retriever it ships:
+is the candidate; `base` is always the dense base model), how far the held-out slice agrees
+with the real queries over the candidates, and last the retriever it ships:
 
+    agreement: spearman S regret R shipped RETRIEVER
     shipped RETRIEVER: ndcg@10 base B tuned T diff D [low, high]
+
+S is the Spearman correlation, over the candidates, of held-out MRR@10 (synthetic questions)
+with real nDCG@10; R is the real nDCG@10 of the best candidate minus the shipped one's.
 """
 
 from __future__ import annotations
@@ -48,12 +54,13 @@ HOW_TO_GET = "python bench/beir_collection.py vaswani DIR writes Vaswani NPL the
 PIPELINE = ["-S", "experiment=cpu", "-S", "data=local", "-S", "synth.max_failure_rate=0.9"]
 
 
-def write_documents(collection: Path, folder: Path, count: int) -> None:
-    """The `count` abstracts whose sha256 of the id is smallest, as <id>.txt files."""
+def write_documents(collection: Path, folder: Path, count: int | None) -> None:
+    """The `count` abstracts (None: all) whose sha256 of the id is smallest, as <id>.txt
+    files."""
     records = [json.loads(line) for line in (collection / "corpus.jsonl").open()]
     records.sort(key=lambda r: hashlib.sha256(str(r["_id"]).encode()).hexdigest())
     folder.mkdir(parents=True)
-    for record in records[:count]:
+    for record in records[:count]:  # None: all
         text = f"{record.get('title', '')} {record['text']}".strip()
         (folder / f"{record['_id']}.txt").write_text(text + "\n")
 
@@ -101,8 +108,31 @@ def retriever_lines(figures: dict, verdict: dict) -> list[str]:
     lines += [
         f"  {name}: {figure(figures, name)}" for name in figures["retrievers"] if name != "base"
     ]
+    lines.append(agreement_line(agreement(verdict, figures)))
     lines.append(f"shipped {figures['shipped']['retriever']}: {figure(figures, 'shipped')}")
     return lines
+
+
+def agreement(verdict: dict, figures: dict) -> dict:
+    """Over the candidates both scored: the Spearman correlation of held-out MRR@10 with real
+    nDCG@10 (None with fewer than two), and the shipped candidate's regret (the best real
+    nDCG@10 minus its own)."""
+    import pandas as pd
+
+    held = verdict.get("mrr@10", {})
+    real = {name: values[METRIC] for name, values in figures["retrievers"].items()}
+    names = [name for name in real if name in held]
+    spearman = None
+    if len(names) > 1:  # Spearman: Pearson of the average ranks
+        x = pd.Series([held[n] for n in names]).rank()
+        spearman = float(x.corr(pd.Series([real[n] for n in names]).rank()))
+    shipped = figures["shipped"]["retriever"]
+    return {"spearman": spearman, "regret": max(real.values()) - real[shipped], "shipped": shipped}
+
+
+def agreement_line(found: dict) -> str:
+    spearman = "n/a" if found["spearman"] is None else f"{found['spearman']:+.2f}"
+    return f"agreement: spearman {spearman} regret {found['regret']:.4f} shipped {found['shipped']}"
 
 
 def line(method: str, figures: dict, seconds: float) -> str:
@@ -111,7 +141,12 @@ def line(method: str, figures: dict, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=300, help="abstracts used as documents")
+    parser.add_argument(
+        "--docs",
+        type=lambda v: None if v == "all" else int(v),
+        default=300,
+        help="abstracts used as documents (all: every one)",
+    )
     parser.add_argument(
         "--methods", nargs="+", default=["adapter_linear_cpu", "adapter_2layer", "full"]
     )
@@ -144,6 +179,10 @@ def main() -> None:
         figures = json.loads((repo / "metrics/benchmarks.json").read_text())
         results[method] = figures[args.collection.name]
         print(line(method, results[method], time.perf_counter() - started), flush=True)
+        if len(results) == 1:  # the same questions serve every method
+            synth = json.loads((repo / "metrics/synth.json").read_text())
+            counts = {s: (v["chunks"], v["questions"]) for s, v in synth.items()}
+            print("  synth (chunks, questions):", json.dumps(counts), flush=True)
         validation = json.loads((repo / "metrics/eval.json").read_text())
         validation["delta"] = json.loads((repo / "metrics/eval_delta.json").read_text())
         print(f"  validation questions: {figure(validation)}", flush=True)
@@ -153,8 +192,6 @@ def main() -> None:
         verdict = json.loads((repo / "metrics/select.json").read_text())
         print("\n".join(retriever_lines(results[method], verdict)), flush=True)
         results[method] = {"benchmark": results[method], "validation": validation, "seen": seen}
-    synth = json.loads((repo / "metrics/synth.json").read_text())
-    print("synth:", json.dumps({s: (v["chunks"], v["questions"]) for s, v in synth.items()}))
     (work / "bench_quality.json").write_text(json.dumps(results, indent=2, sort_keys=True))
 
 
