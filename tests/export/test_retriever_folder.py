@@ -246,3 +246,41 @@ def test_the_docs_loading_block_is_the_cards_which_test_export_runs():
 
     (block, *_) = recipe("## Loading it")
     assert f"```python\n{block}```" in loading("full", EMBED.model_dump(), False, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"fusion": {"kind": "nope"}},
+            "fusion.kind 'nope' is not a fusion embedtune serves (known: convex, rrf)",
+        ),
+        ({"fusion": {"kind": "rrf", "k": 0}}, "fusion.k: input should be greater than 0, got 0"),
+        ({"fusion": {"kind": "rrf"}}, "missing key fusion.k"),
+        ({"bm25": {"language": "english"}}, "missing key bm25.stemming"),
+        ({"dense": "gist"}, "dense: input should be 'base' or 'tuned', got 'gist'"),
+        ({"colour": "blue"}, "unknown key colour"),
+    ],
+)
+def test_settings_embedtune_would_not_serve_are_one_line_naming_the_key(
+    change, problem, splits, tuned, minilm, export_root, monkeypatch
+):
+    folder = write_folder("base+bm25:rrf60", export_root, splits, tuned, minilm)
+    settings = json.loads((folder / "retriever.json").read_text())
+    (folder / "retriever.json").write_text(json.dumps({**settings, **change}))
+    with pytest.raises(EmbedtuneError) as info:
+        load_folder(folder)
+    assert str(info.value) == (
+        f"{folder / 'retriever.json'}: {problem}; rebuild it with `dvc repro export`"
+    )
+
+
+def test_the_docs_recipe_refuses_a_fusion_it_cannot_serve(
+    splits, tuned, minilm, export_root, monkeypatch
+):
+    folder = write_folder("base+bm25:convex50", export_root, splits, tuned, minilm)
+    settings = json.loads((folder / "retriever.json").read_text())
+    settings["fusion"] = {"kind": "max"}
+    (folder / "retriever.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="serves rrf and convex fusions, not 'max'"):
+        llamaindex_retriever(export_root, monkeypatch)

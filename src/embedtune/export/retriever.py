@@ -30,6 +30,7 @@ from embedtune import io
 from embedtune.config import BM25Config
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
+from embedtune.export.settings import check_settings
 
 FOLDER = io.EXPORTED_RETRIEVER_DIR
 SETTINGS, CHUNKS, EMBEDDINGS, BM25_INDEX, BASE_MODEL = (
@@ -168,10 +169,12 @@ def save_folder(served: ServedRetriever, folder: Path) -> None:
 
 
 def load_folder(folder: Path | str = FOLDER, method: str | None = None) -> ServedRetriever:
-    """The folder `export` wrote, checked: a missing part, or (with `method`, params.yaml's
+    """The folder `export` wrote, checked: settings embedtune would not serve (see
+    `embedtune.export.settings`), a missing part, or (with `method`, params.yaml's
     `train.method`) a folder exported for another method, is one line saying what to run."""
     folder = Path(folder)
     settings = io.read_json(folder / SETTINGS, stage="export")
+    check_settings(settings, folder / SETTINGS)
     if method is not None and settings["method"] != method:
         raise EmbedtuneError(
             f"{folder} was exported for train.method={settings['method']}, params.yaml's "
