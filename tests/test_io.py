@@ -18,12 +18,13 @@ from tests.helpers import ROOT
 from tests.helpers.system import unprivileged
 
 
-def test_producers_are_dvc_yaml_outs():
+def test_producers_are_what_dvc_yaml_says_each_stage_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = {
         Path(next(iter(out)) if isinstance(out, dict) else out): name  # `path: {cache: false}`
         for name, stage in stages.items()
-        for out in stage.get("outs", [])
+        for key in ("outs", "metrics", "plots")
+        for out in stage.get(key, [])
     }
     assert io.PRODUCERS == outs
 

@@ -34,19 +34,37 @@ EXPORTED_RETRIEVER_DIR = EXPORT_DIR / "retriever"  # the shipped retriever as on
 METRICS_DIR = Path("metrics")
 SPLITS = ("train", "validation")
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
-# The stage that writes each output (dvc.yaml's `outs`): the fix for a missing or damaged one.
-PRODUCERS = {
-    RAW_DIR: "download",
-    MANIFEST: "download",
-    CHUNKS_DIR: "chunk",
-    QA_DIR: "synth",
-    EMBEDDINGS_DIR: "embed",
-    MINED_DIR: "mine",
-    TUNED_DIR: "train",
-    RETRIEVER_DIR: "select",
-    EXPORT_DIR: "export",
-    METRICS_DIR / "examples.md": "eval",
+# What each stage writes (dvc.yaml's `outs`, `metrics` and `plots`): checked writable, and
+# cleared of a killed run's temporaries, before the stage starts (`embedtune.stage`).
+OUTPUTS = {
+    "download": (RAW_DIR, MANIFEST),
+    "chunk": (CHUNKS_DIR, METRICS_DIR / "chunk.json"),
+    "synth": (QA_DIR, METRICS_DIR / "synth.json"),
+    "embed": (EMBEDDINGS_DIR,),
+    "mine": (MINED_DIR, METRICS_DIR / "mine.json"),
+    "train": (  # dvclive's summary and plots
+        TUNED_DIR,
+        METRICS_DIR / "train" / "metrics.json",
+        METRICS_DIR / "train" / "plots" / "metrics",
+    ),
+    "select": (RETRIEVER_DIR, METRICS_DIR / "select.json"),
+    "eval": tuple(
+        METRICS_DIR / name
+        for name in (
+            "examples.md",
+            "eval.json",
+            "eval_delta.json",
+            "eval_train.json",
+            "benchmarks.json",
+            "eval_seen.json",
+            "plots/hit_rate_vs_k.csv",
+            "eval_queries.csv",
+        )
+    ),  # fmt: skip
+    "export": (EXPORT_DIR,),
 }
+# The stage that writes each output: the fix for a missing or damaged one.
+PRODUCERS = {out: stage for stage, outs in OUTPUTS.items() for out in outs}
 
 
 def cache_root() -> Path:
@@ -188,6 +206,31 @@ def unwritable(folder: Path | str) -> str | None:
     except OSError as err:
         return err.strerror or type(err).__name__
     return None
+
+
+def check_output_writable(out: Path) -> None:
+    """Refuse an output that could not be written: the folder it is written in (`out`'s
+    parent, where the atomic writes make their temporaries) and `out` itself when it is a
+    folder already, each tried for real; a folder not yet made is tried at its nearest existing
+    parent, so nothing is made here."""
+    for folder in (out.parent, out) if out.is_dir() else (out.parent,):
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        check_writable(folder)
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Remove what a killed atomic write of `out` left beside it (`.<name>.*`, see
+    `atomic_path` and `atomic_folder`); the paths removed."""
+    import shutil
+
+    stale = sorted(out.parent.glob(f".{out.name}.*")) if out.parent.is_dir() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return stale
 
 
 def check_writable(folder: Path | str) -> None:

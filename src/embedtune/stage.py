@@ -27,6 +27,7 @@ def run_stage(name: str, body: Callable[[], None], reads_params: bool = True) ->
     same workspace rewrites it).
     """
     try:
+        prepare_outputs(name)
         params = PARAMS_FILE if reads_params else None
         before = _digest(params)
         body()
@@ -42,6 +43,17 @@ def run_stage(name: str, body: Callable[[], None], reads_params: bool = True) ->
         if missing is None:
             raise
         _fail(name, missing)
+
+
+def prepare_outputs(name: str) -> None:
+    """Before stage `name` works: every output it writes (`io.OUTPUTS`) must be writable, and
+    the temporaries a killed run of it left beside them are removed (only its own, by name)."""
+    outputs = io.OUTPUTS.get(name, ())
+    for out in outputs:
+        io.check_output_writable(out)
+    for out in outputs:
+        for stale in io.remove_temporaries(out):
+            print(f"embedtune {name}: removed {stale}, left by an interrupted run")
 
 
 def _fail(name: str, err: EmbedtuneError) -> None:

@@ -43,7 +43,6 @@ def main() -> None:
     if not distributed.is_main_process():  # trains its share; the first process writes
         get_method(cfg.method).train(inputs, cfg, params.seed, TrainingLog())
         return
-    io.check_writable(io.TUNED_DIR.parent)  # it saves there after training: refuse now
     with Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_step(step: int, loss: float) -> None:
