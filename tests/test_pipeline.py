@@ -6,6 +6,7 @@ Runs the cpu preset shrunk to a few chunks per split, so the whole module takes 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers import SHRUNK, copy_run, run_cli
+from tests.helpers.retrieval import write_beir
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +220,24 @@ def test_a_source_edit_marks_exactly_the_stages_it_affects(committed, path, stag
         assert _stages_to_rerun(repo) == stages
     finally:
         source.write_bytes(original)
+    assert "up to date" in run_cli(["dvc", "status"], repo).stdout
+
+
+def test_an_edited_qrels_line_in_benchmarks_reruns_eval(committed):
+    repo = committed
+    tiny = write_beir(repo / "benchmarks" / "tiny")
+    try:
+        assert _stages_to_rerun(repo) == {"eval"}  # a new collection there
+        run_cli(["dvc", "commit", "--force", "eval"], repo)  # as if eval had scored it
+        assert "up to date" in run_cli(["dvc", "status"], repo).stdout
+        qrels = tiny / "qrels" / "test.tsv"
+        qrels.write_text(qrels.read_text().replace("q2\td-raise\t1", "q2\td-raise\t2"))
+        assert _stages_to_rerun(repo) == {"eval"}
+        dry = run_cli(["dvc", "repro", "--dry"], repo).stdout
+        assert "Running stage 'eval'" in dry and "Running stage 'train'" not in dry
+    finally:
+        shutil.rmtree(tiny)
+        run_cli(["git", "checkout", "--", "dvc.lock"], repo)
     assert "up to date" in run_cli(["dvc", "status"], repo).stdout
 
 

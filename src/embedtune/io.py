@@ -32,6 +32,7 @@ EXPORT_DIR = Path("models/export")
 EXPORTED_MODEL_DIR = EXPORT_DIR / "model"  # the sentence-transformers folder
 EXPORTED_RETRIEVER_DIR = EXPORT_DIR / "retriever"  # the shipped retriever as one folder
 METRICS_DIR = Path("metrics")
+BENCHMARKS_DIR = Path("benchmarks")  # labelled queries in BEIR layout; `eval` depends on it
 SPLITS = ("train", "validation")
 CACHE_ENV = "EMBEDTUNE_CACHE_DIR"
 # What each stage writes (dvc.yaml's `outs`, `metrics` and `plots`): checked writable, and

@@ -128,12 +128,25 @@ def benchmark_blocks(encoder, embed: EmbedConfig, tuned: TunedModel):
     return base, (tuned if cached is None else cached(root, read_only))
 
 
+def note_unwatched(folders: list[str]) -> None:
+    """A benchmark outside benchmarks/ (which `eval` depends on) is scored, but DVC does not see
+    it change: say what to run after editing it."""
+    watched = io.BENCHMARKS_DIR.resolve()
+    for folder in folders:
+        if watched not in Path(folder).resolve().parents:
+            print(
+                f"note: {folder} is outside {io.BENCHMARKS_DIR}/, so DVC does not watch it: "
+                "after editing it, run `dvc repro -f --downstream eval`"
+            )
+
+
 def benchmark_metrics(figures: Figures, embed: EmbedConfig, tuned) -> dict[str, dict]:
     """Every retriever's figures on each benchmark, with intervals against the dense base."""
     cfg = figures.cfg
     if not cfg.benchmarks:
         return {}
     sets = {Path(b).name: load_benchmark(b) for b in cfg.benchmarks}  # fail before encoding
+    note_unwatched(cfg.benchmarks)
     base, tuned = benchmark_blocks(load_encoder(embed), embed, tuned)
     metrics = {
         name: figures.of(
