@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from embedtune import config
-from embedtune.compose import all_schemas, compose, composed_params
+from embedtune.compose import all_schemas, changed_sections, compose, composed_params
 from embedtune.config import SECTIONS, Section
 from embedtune.errors import EmbedtuneError
 from tests.helpers import ROOT, cli_env, composed
@@ -165,7 +165,9 @@ def test_compose_command(tmp_path):
         [*cmd, "experiment=cpu"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "wrote params.yaml\n"
+    assert proc.stdout == (
+        "wrote params.yaml: experiment=cpu; 4 PDFs rendered from Python's reference (offline)\n"
+    )
     compose(["experiment=cpu"], conf_dir=CONF, output=tmp_path / "expected.yaml")
     assert (tmp_path / "params.yaml").read_text() == (tmp_path / "expected.yaml").read_text()
 
@@ -306,3 +308,39 @@ def test_every_schema_forbids_unknown_keys_and_is_strict():
         assert schema.model_config.get("extra") == "forbid", schema
         assert schema.model_config.get("strict") is True, schema
         assert schema.model_config.get("frozen") is True, schema
+
+
+def test_make_params_without_overrides_says_it_is_the_gpu_recipe_and_warns_of_other_results(
+    tmp_path,
+):
+    shutil.copytree(CONF, tmp_path / "conf")
+    shutil.copy(ROOT / "dvc.lock", tmp_path / "dvc.lock")  # the cpu preset's results
+    env = cli_env(ROOT / "src")
+    cmd = [sys.executable, "-m", "embedtune.compose"]
+    lines = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert lines[0] == (
+        "wrote params.yaml: the default recipe (GPU: no experiment preset); "
+        "2 documents downloaded from arxiv.org"
+    )
+    assert lines[1].startswith("note: on a CPU machine without the hub")
+    assert lines[2].startswith(
+        "warning: dvc.lock holds results made with other data, chunk, llm, synth, embed, "
+        "train settings: the next `dvc repro` replaces them"
+    )
+    again = subprocess.run(  # the preset the results were made with: no warning
+        [*cmd, "experiment=cpu"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert "warning" not in again.stdout and again.returncode == 0
+
+
+def test_changed_sections_reads_numbers_as_dvc_writes_them(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  train:\n    params:\n      params.yaml:\n"
+        "        seed: 42\n        train:\n          lr: 2e-05\n"
+    )
+    assert changed_sections(lock, {"seed": 42, "train": {"lr": 2.0e-5}}) == []
+    assert changed_sections(lock, {"seed": 7, "train": {"lr": 4.0e-5}}) == ["seed", "train"]
+    assert changed_sections(tmp_path / "none.lock", {"seed": 7}) == []

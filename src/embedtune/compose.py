@@ -9,10 +9,11 @@ committed params.yaml after editing conf/ (`make params`).
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
-from embedtune.io import CONF_DIR, PARAMS_FILE
+from embedtune.io import CONF_DIR, LOCK_FILE, PARAMS_FILE
 from embedtune.stage import run_stage
 
 
@@ -75,9 +76,56 @@ def composed_params(overrides: list[str], folder: Path, conf_dir: Path = CONF_DI
     return load_params(all_schemas(), folder / "params.yaml")
 
 
+def recipe(overrides: list[str], data: dict) -> str:
+    """What was composed, in words: the preset (or the default GPU recipe) and the documents."""
+    preset = next((o for o in overrides if o.startswith("experiment=")), None)
+    name = preset or "the default recipe (GPU: no experiment preset)"
+    sources = data["train"] + data["validation"]
+    if data.get("local_dir"):
+        documents = f"the documents in {data['local_dir']}"
+    elif all(s.get("pydoc_topics") for s in sources):
+        documents = f"{len(sources)} PDFs rendered from Python's reference (offline)"
+    else:
+        hosts = sorted(
+            {urllib.parse.urlparse(s.get("url") or "").netloc or "local" for s in sources}
+        )
+        documents = f"{len(sources)} documents downloaded from {', '.join(sorted(hosts))}"
+    return f"{name}; {documents}"
+
+
+def changed_sections(lock: Path, params: dict) -> list[str]:
+    """The sections of `params` that differ from what the results in `lock` (dvc.lock) were
+    made with; [] without results."""
+    from dvc.utils.serialize import parse_yaml  # as DVC reads it: `lr: 2e-05` is a number
+
+    if not lock.is_file():
+        return []
+    stages = (parse_yaml(lock.read_text(), str(lock)) or {}).get("stages", {})
+    used: dict = {}
+    for stage in stages.values():
+        used.update(stage.get("params", {}).get(str(PARAMS_FILE), {}))
+    return [name for name, value in used.items() if params.get(name, value) != value]
+
+
 def main() -> None:
-    compose(sys.argv[1:])
-    print(f"wrote {PARAMS_FILE}")
+    from embedtune.config import read_params
+
+    overrides = sys.argv[1:]
+    compose(overrides)
+    params = read_params(PARAMS_FILE)
+    print(f"wrote {PARAMS_FILE}: {recipe(overrides, params['data'])}")
+    if not any(o.startswith("experiment=") for o in overrides):
+        print(
+            "note: on a CPU machine without the hub, compose the offline preset instead: "
+            "make params OVERRIDES=experiment=cpu"
+        )
+    changed = changed_sections(LOCK_FILE, params)
+    if changed:
+        print(
+            f"warning: {LOCK_FILE} holds results made with other {', '.join(changed)} "
+            "settings: the next `dvc repro` replaces them (they stay in DVC's cache; "
+            "`dvc exp run` keeps each run as an experiment)"
+        )
 
 
 if __name__ == "__main__":

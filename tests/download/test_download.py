@@ -97,7 +97,10 @@ def test_stage_failure_is_one_line_and_keeps_earlier_results(server, tmp_path):
     write_params(tmp_path, sources)
     proc = run_stage(tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == f"embedtune download: error: {server}/gone.pdf: HTTP 404 File not found\n"
+    assert proc.stderr == (
+        f"embedtune download: error: {server}/gone.pdf: HTTP 404 File not found "
+        "[data.validation[0] in params.yaml]\n"
+    )
     assert proc.stdout == ""
     assert not (tmp_path / "data/manifest.json").exists()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]

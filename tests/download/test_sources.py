@@ -479,3 +479,29 @@ def test_files_of_other_types_are_listed_as_ignored(documents):
     assert ignored == [
         f"{documents}/image.png: unsupported type, not one of {', '.join(LOCAL_EXTENSIONS)}"
     ]
+
+
+def test_a_listed_source_that_cannot_be_fetched_is_named_by_its_key(server, tmp_path):
+    data = data_config(
+        train=[Source(name="doc.pdf", url=f"{server}/doc.pdf")],
+        validation=[Source(name="gone.pdf", url=f"{server}/gone.pdf")],
+    )
+    with pytest.raises(EmbedtuneError) as info:
+        download_all(data, tmp_path / "raw")
+    assert str(info.value).endswith("HTTP 404 File not found [data.validation[0] in params.yaml]")
+
+
+def test_an_arxiv_paper_offline_names_the_default_recipe_and_the_fix(tmp_path):
+    # a host under arxiv.org that does not exist: no answer here or online, and no download
+    url = "https://no-such-host.arxiv.org/pdf/2402.04177"
+    data = data_config(
+        train=[Source(name="2402.04177.pdf", url=url)],
+        validation=[Source(name="assert.pdf", pydoc_topics=["assert"])],
+    )
+    with pytest.raises(EmbedtuneError) as info:
+        download_all(data, tmp_path / "raw")
+    assert str(info.value).startswith(f"{url}: cannot fetch (")
+    assert str(info.value).endswith(
+        " [data.train[0] in params.yaml, from data=arxiv, the default recipe's: offline, "
+        "pass -S experiment=cpu]"
+    )

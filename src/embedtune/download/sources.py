@@ -11,13 +11,15 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from embedtune import io
 from embedtune.config import DataConfig, Source
 from embedtune.download.pdf import render_pdf
 from embedtune.errors import EmbedtuneError
+from embedtune.io import PARAMS_FILE
 from embedtune.reading.bad_documents import HEADER_WINDOW, PDF_MAGIC, BadDocument, not_a_pdf
 from embedtune.reading.readers import read_document
 
@@ -220,6 +222,21 @@ def _sources(data: DataConfig) -> dict[str, list[Source]]:
     }
 
 
+@contextmanager
+def naming_the_key(key: str, source: Source, listed: bool) -> Iterator[None]:
+    """A listed source that cannot be fetched is named by its key in params.yaml as well; the
+    default recipe's (data=arxiv, arXiv papers) also says how to run offline."""
+    try:
+        yield
+    except EmbedtuneError as err:
+        if not listed or source.url is None:
+            raise
+        where = f"{key} in {PARAMS_FILE}"
+        if urllib.parse.urlparse(source.url).netloc.endswith("arxiv.org"):
+            where += ", from data=arxiv, the default recipe's: offline, pass -S experiment=cpu"
+        raise EmbedtuneError(f"{err} [{where}]") from None
+
+
 def download_all(data: DataConfig, raw_dir: Path) -> dict[str, list[dict]]:
     """Fetch every source of both splits; return the manifest. Nothing is kept on failure."""
     staging = raw_dir.with_name(raw_dir.name + ".partial")
@@ -229,9 +246,11 @@ def download_all(data: DataConfig, raw_dir: Path) -> dict[str, list[dict]]:
         for split, sources in _sources(data).items():
             # a local folder's bad files are for `chunk` to stop at or skip (chunk.on_bad_document)
             check = data.local_dir is None
-            manifest[split] = [
-                fetch(s, staging / split / s.name, data.timeout_s, check) for s in sources
-            ]
+            manifest[split] = []
+            for index, source in enumerate(sources):
+                with naming_the_key(f"data.{split}[{index}]", source, listed=check):
+                    record = fetch(source, staging / split / source.name, data.timeout_s, check)
+                manifest[split].append(record)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
