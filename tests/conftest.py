@@ -77,7 +77,7 @@ def eval_base_embeddings(minilm) -> dict:
 
 @pytest.fixture
 def eval_workdir(tmp_path, monkeypatch, eval_base_embeddings) -> Path:
-    """What `synth`, `embed`, `train` and `retrieve` leave for `eval`, in a fresh working
+    """What `synth`, `embed`, `train` and `select` leave for `eval`, in a fresh working
     directory (and a cache of its own, never the user's); params.yaml: `write_params`."""
     from embedtune import io
     from embedtune.embeddings import save_embeddings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig
 from embedtune.errors import EmbedtuneError
 from embedtune.weights import encoder_dtype, pick_device, resolve_model
@@ -103,10 +103,11 @@ class BlockStore:
     def embed(self, texts: list[str], prefix: str) -> torch.Tensor:
         if not texts:
             return embed_texts(self.encoder, texts, prefix, self.batch_size)
-        size = self.BLOCK_TEXTS
-        return torch.cat(
-            [self._block(texts[i : i + size], prefix) for i in range(0, len(texts), size)]
-        )
+        size, rows = self.BLOCK_TEXTS, []
+        for i in range(0, len(texts), size):
+            rows.append(self._block(texts[i : i + size], prefix))
+            progress.advance(len(rows[-1]), "texts")  # to the stage's task, if it keeps one
+        return torch.cat(rows)
 
     def _block(self, texts: list[str], prefix: str) -> torch.Tensor:
         path = (

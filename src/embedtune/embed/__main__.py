@@ -23,7 +23,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig, load_params
 from embedtune.embeddings import BlockStore, embed_dataset, load_encoder, save_embeddings
 from embedtune.stage import run_stage
@@ -39,7 +39,9 @@ def main() -> None:
     with encoding_pool(encoder, params.embed.devices) as pool:
         blocks = BlockStore(encoder, params.embed.batch_size, folder, pool)
         for split, dataset in datasets.items():
-            emb = embed_dataset(encoder, dataset, params.embed, blocks)
+            texts = len(dataset["queries"]) + len(dataset["corpus"])
+            with progress.task(f"embed {split}", texts, "texts"):  # a line per block of texts
+                emb = embed_dataset(encoder, dataset, params.embed, blocks)
             save_embeddings(io.EMBEDDINGS_DIR / f"{split}.safetensors", emb)
             print(
                 f"{split:<10} {len(emb.query_ids):>5} queries, {len(emb.corpus_ids):>5} chunks, "

@@ -34,7 +34,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
 from embedtune.embeddings import BlockStore, encoder_key, load_embeddings, load_encoder
 from embedtune.eval import tracking
@@ -148,12 +148,15 @@ def benchmark_metrics(figures: Figures, embed: EmbedConfig, tuned) -> dict[str, 
     sets = {Path(b).name: load_benchmark(b) for b in cfg.benchmarks}  # fail before encoding
     note_unwatched(cfg.benchmarks)
     base, tuned = benchmark_blocks(load_encoder(embed), embed, tuned)
-    metrics = {
-        name: figures.of(
-            evaluate_benchmark(bench, base, tuned, embed, cfg.metrics, figures.retrieve), True
-        )
-        for name, bench in sets.items()
-    }
+    metrics = {}
+    for name, bench in sets.items():
+        embedding = f"eval {name}: embedding"  # the base model's texts, the tuned one's if any
+        with (
+            progress.task(f"eval {name}", len(bench.queries), "questions"),
+            progress.task(embedding, None, "texts"),
+        ):
+            result = evaluate_benchmark(bench, base, tuned, embed, cfg.metrics, figures.retrieve)
+        metrics[name] = figures.of(result, True)
     stores = [base, *filter(None, [getattr(tuned, "blocks", None)])]
     reused, encoded = sum(s.reused for s in stores), sum(s.encoded for s in stores)
     print(f"benchmarks: {reused} blocks of rows read from {benchmark_cache()}, {encoded} encoded")
@@ -166,7 +169,8 @@ def seen_corpus_metrics(figures: Figures, emb, dataset: dict, tuned, query_ids: 
     if not query_ids:
         return {}
     cfg = figures.cfg
-    result = evaluate(emb, dataset, tuned, cfg.metrics, query_ids, figures.retrieve)
+    with progress.task("eval seen corpus", len(query_ids), "questions"):
+        result = evaluate(emb, dataset, tuned, cfg.metrics, query_ids, figures.retrieve)
     return figures.of(result, with_delta=True)
 
 
@@ -194,9 +198,10 @@ def main() -> None:
         "train": at_most(embeddings["train"].query_ids, cfg.train_questions, params.seed, "eval"),
     }
     for split, query_ids in scored.items():
-        results[split] = evaluate(
-            embeddings[split], datasets[split], tuned, cfg.metrics, query_ids, params.retrieve
-        )
+        with progress.task(f"eval {split}", len(query_ids), "questions"):
+            results[split] = evaluate(
+                embeddings[split], datasets[split], tuned, cfg.metrics, query_ids, params.retrieve
+            )
     seen = seen_corpus_metrics(
         figures, embeddings["train"], datasets["train"], tuned, load_mined().seen_corpus
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig, EvalConfig, RetrieveConfig, load_params
 from embedtune.embeddings import load_embeddings, load_encoder
 from embedtune.errors import EmbedtuneError
@@ -57,9 +57,11 @@ def main() -> None:
     base = normalised(list(load_encoder(embed))) if shipped["dense"] == "base" else None
     adapter = result.adapter is not None
     splits = stored_splits()
-    served = build(
-        shipped, splits, params.retrieve.bm25, prompts, tuned.method, tuned, base, adapter
-    )
+    total = sum(len(s.embeddings.corpus_ids) for s in splits)
+    with progress.task(f"export {shipped['retriever']}", total, "chunks"):
+        served = build(
+            shipped, splits, params.retrieve.bm25, prompts, tuned.method, tuned, base, adapter
+        )
     model_dir, retriever_dir = io.EXPORTED_MODEL_DIR, io.EXPORTED_RETRIEVER_DIR
     with io.atomic_folder(io.EXPORT_DIR) as folder:
         card = card_fields(facts), card_sections(facts)

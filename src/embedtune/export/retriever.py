@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import BM25Config
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
@@ -97,6 +97,7 @@ def collection(splits: list[SplitChunks], tuned, dense: str | None):
         elif dense == "tuned":
             base = split.embeddings.corpus[rows]
             vectors.append(torch.as_tensor(tuned.encode_corpus(texts, base)).float().cpu())
+        progress.advance(len(ids), "chunks")  # to the stage's task, if it keeps one
     return chunks, (torch.cat(vectors).contiguous() if dense else None)
 
 

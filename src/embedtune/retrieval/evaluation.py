@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from embedtune import progress
 from embedtune.config import RetrieveConfig
 from embedtune.embeddings import SplitEmbeddings
 from embedtune.errors import EmbedtuneError
@@ -85,8 +86,14 @@ def compare(
                 raise EmbedtuneError(f"the {model} model gave non-finite {side} embeddings")
     found = retrievers or dense_candidates()
     names = [c.name for c in found]
+    scorer = inputs.block_scorer(found)
+
+    def reporting(lo: int, hi: int):
+        yield from scorer(lo, hi)
+        progress.advance(hi - lo, "questions")  # to the stage's task, if it keeps one
+
     # every candidate ranks a block before the next block: they share its dense and BM25 scores
-    ranked = rank_scored_together(names, inputs.block_scorer(found), query_ids, corpus_ids, qrels)
+    ranked = rank_scored_together(names, reporting, query_ids, corpus_ids, qrels)
     per_query = {name: query_metrics(ranked[name], spec) for name in names}
     return SplitResult(list(query_ids), per_query, ranked)
 

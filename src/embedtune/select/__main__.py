@@ -15,7 +15,7 @@ metrics/select.json (each candidate's held-out MRR@10, the verdict).
 
 from __future__ import annotations
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig, RetrieveConfig, load_params
 from embedtune.retrieval.bootstrap import format_interval
 from embedtune.retrieval.evaluation import evaluate
@@ -36,7 +36,8 @@ def heldout_verdict(params, inputs: TrainingInputs, tuned: TunedModel) -> dict:
     if not held:
         return {"best": None, "shipped": "tuned", "heldout_questions": 0}
     spec = {HELDOUT_METRIC: [HELDOUT_K]}
-    result = evaluate(inputs.embeddings(), inputs.dataset, tuned, spec, held, params.retrieve)
+    with progress.task("select: held-out questions", len(held), "questions"):
+        result = evaluate(inputs.embeddings(), inputs.dataset, tuned, spec, held, params.retrieve)
     values = {name: metrics[HELDOUT_NAME] for name, metrics in result.per_query.items()}
     verdict = select_retriever(values, params.train.selection_confidence, params.seed)
     return {**verdict, "heldout_questions": len(held)}

@@ -20,7 +20,7 @@ import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import SynthConfig, load_params
 from embedtune.stage import run_stage
 from embedtune.synth.llm.answers import (
@@ -82,39 +82,20 @@ class LazyChat:
 
 
 def answer_split(split: str, prompts: list[str], generate: LazyChat, cache) -> tuple:
-    """Answer one split's prompts with a rich progress bar (chunks, tokens/s, ETA).
+    """Answer one split's prompts, reporting progress (chunks, tokens/s, ETA: `progress`).
 
     Returns:
         The answers, and what they cost (`Spent`).
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn(f"synth {split}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("chunks"),
-        TextColumn("{task.fields[rate]:>6.1f} tokens/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     started, damaged = time.perf_counter(), cache.damaged
     tokens = 0
-    with Progress(*columns) as progress:
-        task = progress.add_task(split, total=len(prompts), rate=0.0)
+    with progress.task(f"synth {split}", len(prompts), "chunks") as bar:
 
         def on_batch(answers: list) -> None:
             nonlocal tokens
-            tokens += sum(a.new_tokens for a in answers if isinstance(a, Generation))
-            rate = tokens / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=len(answers), rate=rate)
+            new = sum(a.new_tokens for a in answers if isinstance(a, Generation))
+            tokens += new
+            bar.advance(len(answers), tokens=new)
 
         answers, reused = answer_all(
             prompts,
@@ -125,7 +106,7 @@ def answer_split(split: str, prompts: list[str], generate: LazyChat, cache) -> t
             on_batch,
             generate.load,
         )
-        progress.update(task, completed=len(prompts))
+        bar.advance(reused)  # answers read back from the cache
     seconds = time.perf_counter() - started
     asked = len(prompts) - reused
     return answers, Spent(reused, asked, cache.damaged - damaged, tokens, seconds)

@@ -16,7 +16,7 @@ MRR@10 per epoch, the selection).
 
 from __future__ import annotations
 
-from embedtune import io
+from embedtune import io, progress
 from embedtune.config import EmbedConfig, load_params
 from embedtune.retrieval.bootstrap import format_interval
 from embedtune.retrieval.selection import HELDOUT_NAME
@@ -43,17 +43,21 @@ def main() -> None:
     if not distributed.is_main_process():  # trains its share; the first process writes
         get_method(cfg.method).train(inputs, cfg, params.seed, TrainingLog())
         return
-    with Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False) as live:
+    live = Live(str(io.METRICS_DIR / "train"), dvcyaml=False, save_dvc_exp=False)
+    with live, progress.task(f"train {cfg.method}", None, "steps") as steps:
 
         def log_step(step: int, loss: float) -> None:
             live.step = step
             live.log_metric("loss", loss)
+            steps.advance()
 
         def log_epoch(epoch: int, step: int, metrics: dict[str, float]) -> None:
             live.step = step
             for name, value in metrics.items():
                 live.log_metric(f"heldout/{name}", value)
             print(f"epoch {epoch}: held-out {HELDOUT_NAME} {metrics[HELDOUT_NAME]:.4f}")
+            if not steps.terminal:
+                print(steps.line(), flush=True)
 
         def log_selection(best: int, kept: int, gain: dict) -> None:
             live.summary["heldout"].update(
