@@ -202,7 +202,7 @@ TOUCHES = [
     ("src/embedtune/train/methods/adapters.py", {"train", "select", "eval", "export"}),
     ("src/embedtune/train/losses/mnrl.py", {"train", "select", "eval", "export"}),
     ("src/embedtune/retrieval/beir.py", {"eval"}),
-    ("src/embedtune/retrieval/fusion/rrf.py", {"select", "eval"}),
+    ("src/embedtune/retrieval/fusion/rrf.py", {"select", "eval", "export"}),  # export checks it
     ("src/embedtune/retrieval/selection.py", {"train", "select", "eval", "export"}),
     ("src/embedtune/retrieval/metrics/mrr.py", {"train", "select", "eval", "export"}),
     ("src/embedtune/config.py", set(UPSTREAM) | {"train", "select", "eval", "export"}),
