@@ -76,19 +76,21 @@ def composed_params(overrides: list[str], folder: Path, conf_dir: Path = CONF_DI
     return load_params(all_schemas(), folder / "params.yaml")
 
 
+def preset(overrides: list[str]) -> str | None:
+    """The `experiment=` override, None for the default (GPU) recipe."""
+    return next((o for o in overrides if o.startswith("experiment=")), None)
+
+
 def recipe(overrides: list[str], data: dict) -> str:
     """What was composed, in words: the preset (or the default GPU recipe) and the documents."""
-    preset = next((o for o in overrides if o.startswith("experiment=")), None)
-    name = preset or "the default recipe (GPU: no experiment preset)"
+    name = preset(overrides) or "the default recipe (GPU: no experiment preset)"
     sources = data["train"] + data["validation"]
     if data.get("local_dir"):
         documents = f"the documents in {data['local_dir']}"
     elif all(s.get("pydoc_topics") for s in sources):
         documents = f"{len(sources)} PDFs rendered from Python's reference (offline)"
     else:
-        hosts = sorted(
-            {urllib.parse.urlparse(s.get("url") or "").netloc or "local" for s in sources}
-        )
+        hosts = {urllib.parse.urlparse(s.get("url") or "").netloc or "local" for s in sources}
         documents = f"{len(sources)} documents downloaded from {', '.join(sorted(hosts))}"
     return f"{name}; {documents}"
 
@@ -114,7 +116,7 @@ def main() -> None:
     compose(overrides)
     params = read_params(PARAMS_FILE)
     print(f"wrote {PARAMS_FILE}: {recipe(overrides, params['data'])}")
-    if not any(o.startswith("experiment=") for o in overrides):
+    if preset(overrides) is None:
         print(
             "note: on a CPU machine without the hub, compose the offline preset instead: "
             "make params OVERRIDES=experiment=cpu"
